@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod memory;
+pub mod page;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{InvitationId, MembershipId, TenantId, UserId, VerificationId};
