@@ -7,6 +7,8 @@ pub mod identity;
 pub mod ids;
 pub mod memory;
 pub mod page;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -97,10 +97,16 @@ impl TenantStore for MemoryStore {
     async fn insert_tenant(&self, tenant: &Tenant) -> Result<()> {
         let mut s = self.state.write().await;
         if s.tenants.contains_key(&tenant.id) {
-            return Err(Error::AlreadyExists(format!("tenant `{}` already exists", tenant.id)));
+            return Err(Error::AlreadyExists(format!(
+                "tenant `{}` already exists",
+                tenant.id
+            )));
         }
         if s.slugs.contains_key(tenant.slug.as_str()) {
-            return Err(Error::AlreadyExists(format!("slug `{}` is taken", tenant.slug)));
+            return Err(Error::AlreadyExists(format!(
+                "slug `{}` is taken",
+                tenant.slug
+            )));
         }
         s.slugs.insert(tenant.slug.as_str().to_owned(), tenant.id);
         s.tenants.insert(tenant.id, tenant.clone());
@@ -109,7 +115,10 @@ impl TenantStore for MemoryStore {
 
     async fn tenant(&self, id: TenantId) -> Result<Tenant> {
         let s = self.state.read().await;
-        s.tenants.get(&id).cloned().ok_or_else(|| Error::not_found("tenant", id))
+        s.tenants
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("tenant", id))
     }
 
     async fn tenant_by_slug(&self, slug: &Slug) -> Result<Tenant> {
@@ -124,12 +133,18 @@ impl TenantStore for MemoryStore {
     async fn update_tenant(&self, tenant: &Tenant) -> Result<Tenant> {
         let mut guard = self.state.write().await;
         let s = &mut *guard;
-        let stored = s.tenants.get(&tenant.id).ok_or_else(|| Error::not_found("tenant", tenant.id))?;
+        let stored = s
+            .tenants
+            .get(&tenant.id)
+            .ok_or_else(|| Error::not_found("tenant", tenant.id))?;
         check_version("tenant", tenant.id, stored.version, tenant.version)?;
         let old_slug = stored.slug.clone();
         if old_slug != tenant.slug {
             if s.slugs.contains_key(tenant.slug.as_str()) {
-                return Err(Error::AlreadyExists(format!("slug `{}` is taken", tenant.slug)));
+                return Err(Error::AlreadyExists(format!(
+                    "slug `{}` is taken",
+                    tenant.slug
+                )));
             }
             s.slugs.remove(old_slug.as_str());
             s.slugs.insert(tenant.slug.as_str().to_owned(), tenant.id);
@@ -142,7 +157,12 @@ impl TenantStore for MemoryStore {
 
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>> {
         let s = self.state.read().await;
-        Ok(page_of(s.tenants.iter(), page, |k| k.as_uuid(), |t| t.id.as_uuid()))
+        Ok(page_of(
+            s.tenants.iter(),
+            page,
+            |k| k.as_uuid(),
+            |t| t.id.as_uuid(),
+        ))
     }
 }
 
@@ -151,11 +171,17 @@ impl UserStore for MemoryStore {
     async fn insert_user(&self, user: &User) -> Result<()> {
         let mut s = self.state.write().await;
         if s.users.contains_key(&user.id) {
-            return Err(Error::AlreadyExists(format!("user `{}` already exists", user.id)));
+            return Err(Error::AlreadyExists(format!(
+                "user `{}` already exists",
+                user.id
+            )));
         }
         let key = user.email.normalized();
         if s.emails.contains_key(&key) {
-            return Err(Error::AlreadyExists(format!("email `{}` is taken", user.email)));
+            return Err(Error::AlreadyExists(format!(
+                "email `{}` is taken",
+                user.email
+            )));
         }
         s.emails.insert(key, user.id);
         s.users.insert(user.id, user.clone());
@@ -164,7 +190,10 @@ impl UserStore for MemoryStore {
 
     async fn user(&self, id: UserId) -> Result<User> {
         let s = self.state.read().await;
-        s.users.get(&id).cloned().ok_or_else(|| Error::not_found("user", id))
+        s.users
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("user", id))
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<User> {
@@ -179,12 +208,18 @@ impl UserStore for MemoryStore {
     async fn update_user(&self, user: &User) -> Result<User> {
         let mut guard = self.state.write().await;
         let s = &mut *guard;
-        let stored = s.users.get(&user.id).ok_or_else(|| Error::not_found("user", user.id))?;
+        let stored = s
+            .users
+            .get(&user.id)
+            .ok_or_else(|| Error::not_found("user", user.id))?;
         check_version("user", user.id, stored.version, user.version)?;
         let (old, new) = (stored.email.normalized(), user.email.normalized());
         if old != new {
             if s.emails.contains_key(&new) {
-                return Err(Error::AlreadyExists(format!("email `{}` is taken", user.email)));
+                return Err(Error::AlreadyExists(format!(
+                    "email `{}` is taken",
+                    user.email
+                )));
             }
             s.emails.remove(&old);
             s.emails.insert(new, user.id);
@@ -197,7 +232,12 @@ impl UserStore for MemoryStore {
 
     async fn list_users(&self, page: &PageRequest) -> Result<Page<User>> {
         let s = self.state.read().await;
-        Ok(page_of(s.users.iter(), page, |k| k.as_uuid(), |u| u.id.as_uuid()))
+        Ok(page_of(
+            s.users.iter(),
+            page,
+            |k| k.as_uuid(),
+            |u| u.id.as_uuid(),
+        ))
     }
 }
 
@@ -231,12 +271,20 @@ impl MembershipStore for MemoryStore {
         let s = self.state.read().await;
         s.partitions
             .get(&tenant)
-            .and_then(|p| p.member_index.get(&user).and_then(|id| p.memberships.get(id)))
+            .and_then(|p| {
+                p.member_index
+                    .get(&user)
+                    .and_then(|id| p.memberships.get(id))
+            })
             .cloned()
             .ok_or_else(|| Error::not_found("membership of user", user))
     }
 
-    async fn update_membership(&self, tenant: TenantId, membership: &Membership) -> Result<Membership> {
+    async fn update_membership(
+        &self,
+        tenant: TenantId,
+        membership: &Membership,
+    ) -> Result<Membership> {
         check_tenant(tenant, membership.tenant_id)?;
         let mut s = self.state.write().await;
         let stored = s
@@ -245,7 +293,12 @@ impl MembershipStore for MemoryStore {
             .and_then(|p| p.memberships.get_mut(&membership.id))
             .filter(|m| m.user_id == membership.user_id)
             .ok_or_else(|| Error::not_found("membership", membership.id))?;
-        check_version("membership", membership.id, stored.version, membership.version)?;
+        check_version(
+            "membership",
+            membership.id,
+            stored.version,
+            membership.version,
+        )?;
         let mut updated = membership.clone();
         updated.version += 1;
         *stored = updated.clone();
@@ -266,20 +319,40 @@ impl MembershipStore for MemoryStore {
         Ok(())
     }
 
-    async fn list_memberships(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<Membership>> {
+    async fn list_memberships(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>> {
         let s = self.state.read().await;
         Ok(match s.partitions.get(&tenant) {
-            Some(p) => page_of(p.memberships.iter(), page, |k| k.as_uuid(), |m| m.id.as_uuid()),
-            None => Page { items: Vec::new(), next: None },
+            Some(p) => page_of(
+                p.memberships.iter(),
+                page,
+                |k| k.as_uuid(),
+                |m| m.id.as_uuid(),
+            ),
+            None => Page {
+                items: Vec::new(),
+                next: None,
+            },
         })
     }
 
-    async fn list_user_memberships(&self, user: UserId, page: &PageRequest) -> Result<Page<Membership>> {
+    async fn list_user_memberships(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>> {
         let s = self.state.read().await;
         let mine: BTreeMap<MembershipId, &Membership> = s
             .partitions
             .values()
-            .filter_map(|p| p.member_index.get(&user).and_then(|id| p.memberships.get(id)))
+            .filter_map(|p| {
+                p.member_index
+                    .get(&user)
+                    .and_then(|id| p.memberships.get(id))
+            })
             .map(|m| (m.id, m))
             .collect();
         let page = page_of(mine.iter(), page, |k| k.as_uuid(), |m| m.id.as_uuid());
@@ -304,7 +377,8 @@ impl InvitationStore for MemoryStore {
                 invitation.id
             )));
         }
-        part.invitation_tokens.insert(invitation.token_hash, invitation.id);
+        part.invitation_tokens
+            .insert(invitation.token_hash, invitation.id);
         part.invitations.insert(invitation.id, invitation.clone());
         Ok(())
     }
@@ -334,17 +408,34 @@ impl InvitationStore for MemoryStore {
                 p.invitations.get_mut(id)
             })
             .ok_or_else(|| Error::NotFound("invitation not found".into()))?;
-        check_usable("invitation", invitation.accepted_at, invitation.expires_at, now)?;
+        check_usable(
+            "invitation",
+            invitation.accepted_at,
+            invitation.expires_at,
+            now,
+        )?;
         invitation.accepted_at = Some(now);
         invitation.accepted_by = Some(user);
         Ok(invitation.clone())
     }
 
-    async fn list_invitations(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<Invitation>> {
+    async fn list_invitations(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Invitation>> {
         let s = self.state.read().await;
         Ok(match s.partitions.get(&tenant) {
-            Some(p) => page_of(p.invitations.iter(), page, |k| k.as_uuid(), |i| i.id.as_uuid()),
-            None => Page { items: Vec::new(), next: None },
+            Some(p) => page_of(
+                p.invitations.iter(),
+                page,
+                |k| k.as_uuid(),
+                |i| i.id.as_uuid(),
+            ),
+            None => Page {
+                items: Vec::new(),
+                next: None,
+            },
         })
     }
 }
@@ -359,11 +450,16 @@ impl VerificationStore for MemoryStore {
         if s.verifications.contains_key(&verification.token_hash) {
             return Err(Error::AlreadyExists("verification already exists".into()));
         }
-        s.verifications.insert(verification.token_hash, verification.clone());
+        s.verifications
+            .insert(verification.token_hash, verification.clone());
         Ok(())
     }
 
-    async fn consume_verification(&self, token: &TokenHash, now: DateTime<Utc>) -> Result<EmailVerification> {
+    async fn consume_verification(
+        &self,
+        token: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<EmailVerification> {
         let mut s = self.state.write().await;
         let v = s
             .verifications

@@ -46,7 +46,10 @@ impl Cursor {
 }
 
 fn bad_token(token: &str) -> Error {
-    Error::invalid("page_token", format!("`{token}` is not a page token of this list"))
+    Error::invalid(
+        "page_token",
+        format!("`{token}` is not a page token of this list"),
+    )
 }
 
 /// Which page of a list to read.
@@ -107,7 +110,11 @@ impl<T> Page<T> {
     /// Builds a page from up to `limit + 1` items read in id order: the extra item, if
     /// present, only proves that a next page exists. Backends read one more row than
     /// asked for and hand it here.
-    pub fn from_overfetch(mut items: Vec<T>, request: &PageRequest, id: impl Fn(&T) -> Uuid) -> Self {
+    pub fn from_overfetch(
+        mut items: Vec<T>,
+        request: &PageRequest,
+        id: impl Fn(&T) -> Uuid,
+    ) -> Self {
         let limit = request.effective_limit() as usize;
         let next = if items.len() > limit {
             items.truncate(limit);

@@ -1,11 +1,80 @@
-//! SQLite backend (being written).
+//! The SQLite backend (feature `sqlite`): every identity store in one database file,
+//! the embedded default of the servers. Migrations are embedded and applied by
+//! [`SqliteStore::migrate`]. Writes take the database lock up front (`BEGIN IMMEDIATE`),
+//! so concurrent writers queue instead of failing; readers never block.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
 use crate::error::{Error, Result};
+use crate::sql::{Scope, sql_identity_store};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 /// All identity stores in one SQLite database.
 #[derive(Debug, Clone)]
-pub struct SqliteStore;
-impl SqliteStore {
-    /// Opens (creating if absent) the database at `url`.
-    pub async fn connect(url: &str) -> Result<Self> { Err(Error::Unavailable(format!("sqlite backend not ready: {url}"))) }
-    /// Applies the embedded migrations.
-    pub async fn migrate(&self) -> Result<()> { Ok(()) }
+pub struct SqliteStore {
+    pool: SqlitePool,
 }
+
+impl SqliteStore {
+    /// Opens the database at `url` (`sqlite://path/to/file.db`, or `sqlite::memory:`),
+    /// creating the file and its directory if absent. Call [`SqliteStore::migrate`]
+    /// before use.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| {
+                Error::invalid("database_url", format!("`{url}` is not a SQLite URL: {e}"))
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Unavailable(format!("cannot create directory `{}`: {e}", dir.display()))
+            })?;
+        }
+        // An in-memory database exists per connection: keep exactly one.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 8 })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool.
+    #[must_use]
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations that are not applied yet.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn read(&self, _scope: Scope) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn write(&self, _scope: Scope) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+sql_identity_store!(SqliteStore, Sqlite);

@@ -70,7 +70,10 @@ impl Slug {
     pub fn parse(s: &str) -> Result<Self> {
         let len = s.chars().count();
         if !(3..=63).contains(&len) {
-            return Err(Error::invalid("slug", format!("`{s}` must be 3 to 63 characters long")));
+            return Err(Error::invalid(
+                "slug",
+                format!("`{s}` must be 3 to 63 characters long"),
+            ));
         }
         let valid_chars = s
             .chars()
@@ -196,10 +199,16 @@ impl DisplayName {
             return Err(Error::invalid("display_name", "must not be empty"));
         }
         if t.chars().count() > 200 {
-            return Err(Error::invalid("display_name", "must be at most 200 characters long"));
+            return Err(Error::invalid(
+                "display_name",
+                "must be at most 200 characters long",
+            ));
         }
         if t.chars().any(char::is_control) {
-            return Err(Error::invalid("display_name", "must not contain control characters"));
+            return Err(Error::invalid(
+                "display_name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(t.to_owned()))
     }
@@ -213,7 +222,9 @@ pub fn validate_json_object(field: &str, value: serde_json::Value) -> Result<ser
         v @ serde_json::Value::Object(_) => v,
         _ => return Err(Error::invalid(field, "must be a JSON object")),
     };
-    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_JSON_BYTES {
         return Err(Error::invalid(
             field,
@@ -401,7 +412,15 @@ mod tests {
         for ok in ["acme", "a-1", "acme-corp-2024"] {
             assert!(Slug::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "Acme", "1acme", "acme-", "ac me", "acme_corp", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "Acme",
+            "1acme",
+            "acme-",
+            "ac me",
+            "acme_corp",
+            &"a".repeat(64),
+        ] {
             let err = Slug::parse(bad).unwrap_err();
             assert_eq!(err.field(), Some("slug"), "{bad}");
         }
@@ -412,7 +431,9 @@ mod tests {
         for ok in ["a@b.co", "Alice.Smith+x@Example.COM", "ü@bücher.de"] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a b@c.de", "a@b..co", "a@-b.co"] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@.co", "a b@c.de", "a@b..co", "a@-b.co",
+        ] {
             let err = Email::parse(bad).unwrap_err();
             assert_eq!(err.field(), Some("email"), "{bad}");
         }
@@ -426,7 +447,10 @@ mod tests {
             roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
             ["admin", "viewer"]
         );
-        assert_eq!(RoleName::parse_all(&["Admin"]).unwrap_err().field(), Some("roles"));
+        assert_eq!(
+            RoleName::parse_all(&["Admin"]).unwrap_err().field(),
+            Some("roles")
+        );
         let many: Vec<String> = (0..=MAX_ROLES).map(|i| format!("r{i}")).collect();
         assert!(RoleName::parse_all(&many).is_err());
     }
@@ -450,7 +474,11 @@ mod tests {
 
     #[test]
     fn statuses_round_trip() {
-        for s in [TenantStatus::Active, TenantStatus::Suspended, TenantStatus::Deleted] {
+        for s in [
+            TenantStatus::Active,
+            TenantStatus::Suspended,
+            TenantStatus::Deleted,
+        ] {
             assert_eq!(s.as_str().parse::<TenantStatus>().unwrap(), s);
         }
         assert!("gone".parse::<UserStatus>().is_err());

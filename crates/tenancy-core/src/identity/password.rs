@@ -107,12 +107,19 @@ mod tests {
         assert!(!h.verify("correct horse battery!"));
         let again = PasswordHash::from_phc(h.as_phc()).unwrap();
         assert!(again.verify("correct horse battery"));
-        assert_ne!(PasswordHash::new("correct horse battery").unwrap(), h, "salted");
+        assert_ne!(
+            PasswordHash::new("correct horse battery").unwrap(),
+            h,
+            "salted"
+        );
     }
 
     #[test]
     fn length_rules_and_missing_hash() {
-        assert_eq!(PasswordHash::new("short").unwrap_err().field(), Some("password"));
+        assert_eq!(
+            PasswordHash::new("short").unwrap_err().field(),
+            Some("password")
+        );
         assert!(PasswordHash::new(&"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
         assert!(!verify_password(None, "anything at all"));
         assert!(PasswordHash::from_phc("not a hash").is_err());

@@ -82,7 +82,9 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("clock", &self.clock).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +152,11 @@ impl Identity {
         changes: TenantChanges,
     ) -> Result<Tenant> {
         let slug = changes.slug.as_deref().map(Slug::parse).transpose()?;
-        let display_name = changes.display_name.as_deref().map(DisplayName::parse).transpose()?;
+        let display_name = changes
+            .display_name
+            .as_deref()
+            .map(DisplayName::parse)
+            .transpose()?;
         let metadata = changes
             .metadata
             .map(|m| validate_json_object("metadata", m))
@@ -238,9 +244,18 @@ impl Identity {
     }
 
     /// Changes a user, if `expected_version` is still current. A new email is unverified.
-    pub async fn update_user(&self, id: UserId, expected_version: i64, changes: UserChanges) -> Result<User> {
+    pub async fn update_user(
+        &self,
+        id: UserId,
+        expected_version: i64,
+        changes: UserChanges,
+    ) -> Result<User> {
         let email = changes.email.as_deref().map(Email::parse).transpose()?;
-        let display_name = changes.display_name.as_deref().map(DisplayName::parse).transpose()?;
+        let display_name = changes
+            .display_name
+            .as_deref()
+            .map(DisplayName::parse)
+            .transpose()?;
         let attributes = changes
             .attributes
             .map(|a| validate_json_object("attributes", a))
@@ -266,7 +281,12 @@ impl Identity {
     }
 
     /// Sets (or replaces) a user's password, if `expected_version` is still current.
-    pub async fn set_password(&self, id: UserId, expected_version: i64, password: &str) -> Result<User> {
+    pub async fn set_password(
+        &self,
+        id: UserId,
+        expected_version: i64,
+        password: &str,
+    ) -> Result<User> {
         let hash = PasswordHash::new(password)?;
         let mut user = self.user_at(id, expected_version).await?;
         user.password_hash = Some(hash);
@@ -287,7 +307,10 @@ impl Identity {
             },
             Err(_) => None,
         };
-        let ok = verify_password(user.as_ref().and_then(|u| u.password_hash.as_ref()), password);
+        let ok = verify_password(
+            user.as_ref().and_then(|u| u.password_hash.as_ref()),
+            password,
+        );
         match user {
             Some(user) if ok && user.status == UserStatus::Active => Ok(user),
             _ => Err(denied()),
@@ -311,7 +334,12 @@ impl Identity {
 
     /// Makes `user` a member of `tenant` with `roles`. The tenant must exist and not be
     /// deleted; `AlreadyExists` if the user is a member already.
-    pub async fn add_member<S: AsRef<str>>(&self, tenant: TenantId, user: UserId, roles: &[S]) -> Result<Membership> {
+    pub async fn add_member<S: AsRef<str>>(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        roles: &[S],
+    ) -> Result<Membership> {
         let roles = RoleName::parse_all(roles)?;
         self.usable_tenant(tenant).await?;
         self.store.user(user).await?;
@@ -359,12 +387,20 @@ impl Identity {
     }
 
     /// A page of the members of `tenant`.
-    pub async fn list_members(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<Membership>> {
+    pub async fn list_members(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>> {
         self.store.list_memberships(tenant, page).await
     }
 
     /// A page of the tenants `user` belongs to.
-    pub async fn list_user_memberships(&self, user: UserId, page: &PageRequest) -> Result<Page<Membership>> {
+    pub async fn list_user_memberships(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>> {
         self.store.list_user_memberships(user, page).await
     }
 
@@ -403,7 +439,12 @@ impl Identity {
     /// Accepts an invitation of `tenant` for `user`, who holds its token (the token is
     /// the proof). The user becomes a member with the invitation's roles (added to any
     /// roles they already hold). A token works once, and not after it expires.
-    pub async fn accept_invitation(&self, tenant: TenantId, token: &str, user: UserId) -> Result<Membership> {
+    pub async fn accept_invitation(
+        &self,
+        tenant: TenantId,
+        token: &str,
+        user: UserId,
+    ) -> Result<Membership> {
         let token = SecretToken::from_presented("token", token)?;
         self.store.user(user).await?;
         self.usable_tenant(tenant).await?;
@@ -453,7 +494,11 @@ impl Identity {
     }
 
     /// A page of the invitations of `tenant`.
-    pub async fn list_invitations(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<Invitation>> {
+    pub async fn list_invitations(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Invitation>> {
         self.store.list_invitations(tenant, page).await
     }
 
@@ -461,7 +506,11 @@ impl Identity {
 
     /// Starts verification of the user's current email, valid for `ttl`. Returns the
     /// secret token to mail to the user: the only time it is seen.
-    pub async fn start_email_verification(&self, user: UserId, ttl: Duration) -> Result<SecretToken> {
+    pub async fn start_email_verification(
+        &self,
+        user: UserId,
+        ttl: Duration,
+    ) -> Result<SecretToken> {
         check_ttl(ttl)?;
         let user = self.store.user(user).await?;
         let token = SecretToken::generate()?;
@@ -517,7 +566,10 @@ impl Identity {
 
 fn check_ttl(ttl: Duration) -> Result<()> {
     if ttl < Duration::minutes(1) || ttl > MAX_TOKEN_TTL {
-        return Err(Error::invalid("ttl", "must be between 1 minute and 30 days"));
+        return Err(Error::invalid(
+            "ttl",
+            "must be between 1 minute and 30 days",
+        ));
     }
     Ok(())
 }

@@ -63,14 +63,26 @@ pub trait MembershipStore: Send + Sync {
     /// The membership of `user` in `tenant`; `NotFound` if none.
     async fn membership(&self, tenant: TenantId, user: UserId) -> Result<Membership>;
     /// Replaces a membership (its roles) if its version is current.
-    async fn update_membership(&self, tenant: TenantId, membership: &Membership) -> Result<Membership>;
+    async fn update_membership(
+        &self,
+        tenant: TenantId,
+        membership: &Membership,
+    ) -> Result<Membership>;
     /// Deletes the membership of `user` in `tenant` (and nothing else); `NotFound` if
     /// none.
     async fn delete_membership(&self, tenant: TenantId, user: UserId) -> Result<()>;
     /// A page of the memberships of `tenant`.
-    async fn list_memberships(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<Membership>>;
+    async fn list_memberships(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>>;
     /// A page of the memberships of `user`, across tenants.
-    async fn list_user_memberships(&self, user: UserId, page: &PageRequest) -> Result<Page<Membership>>;
+    async fn list_user_memberships(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Membership>>;
 }
 
 /// Invitations to join a tenant, found by the hash of their single-use token.
@@ -93,7 +105,11 @@ pub trait InvitationStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Invitation>;
     /// A page of the invitations of `tenant`.
-    async fn list_invitations(&self, tenant: TenantId, page: &PageRequest) -> Result<Page<Invitation>>;
+    async fn list_invitations(
+        &self,
+        tenant: TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Invitation>>;
 }
 
 /// Email-verification requests, found by the hash of their single-use token.
@@ -105,13 +121,23 @@ pub trait VerificationStore: Send + Sync {
     /// and returns it. Exactly one of any number of concurrent calls succeeds.
     /// `NotFound` if there is no such request, `Conflict` if it was consumed already,
     /// `PermissionDenied` if it expired.
-    async fn consume_verification(&self, token: &TokenHash, now: DateTime<Utc>) -> Result<EmailVerification>;
+    async fn consume_verification(
+        &self,
+        token: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<EmailVerification>;
 }
 
 /// Everything the identity service needs, as one object-safe trait.
-pub trait IdentityStore: TenantStore + UserStore + MembershipStore + InvitationStore + VerificationStore {}
+pub trait IdentityStore:
+    TenantStore + UserStore + MembershipStore + InvitationStore + VerificationStore
+{
+}
 
-impl<T> IdentityStore for T where T: TenantStore + UserStore + MembershipStore + InvitationStore + VerificationStore {}
+impl<T> IdentityStore for T where
+    T: TenantStore + UserStore + MembershipStore + InvitationStore + VerificationStore
+{
+}
 
 /// Shared rule of the token methods: why a token that exists cannot be used.
 pub(crate) fn check_usable(
@@ -124,7 +150,9 @@ pub(crate) fn check_usable(
         return Err(crate::Error::Conflict(format!("{what} was already used")));
     }
     if expires_at <= now {
-        return Err(crate::Error::PermissionDenied(format!("{what} has expired")));
+        return Err(crate::Error::PermissionDenied(format!(
+            "{what} has expired"
+        )));
     }
     Ok(())
 }

@@ -86,10 +86,18 @@ mod tests {
         let b = SecretToken::generate().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.expose().len(), 43);
-        assert_eq!(a.hash(), SecretToken::from_presented("token", a.expose()).unwrap().hash());
+        assert_eq!(
+            a.hash(),
+            SecretToken::from_presented("token", a.expose())
+                .unwrap()
+                .hash()
+        );
         assert_ne!(a.hash(), b.hash());
         assert_eq!(format!("{a:?}"), "SecretToken(..)");
         assert!(SecretToken::from_presented("token", "").is_err());
-        assert_eq!(TokenHash::from_slice(a.hash().as_bytes()).unwrap(), a.hash());
+        assert_eq!(
+            TokenHash::from_slice(a.hash().as_bytes()).unwrap(),
+            a.hash()
+        );
     }
 }
