@@ -1,0 +1,413 @@
+//! The command line of `tenancy` and the settings it resolves.
+//!
+//! Every setting comes, in order of precedence, from a command-line flag, an
+//! environment variable, the TOML file named by `--config` / `TENANCY_CONFIG` (same
+//! keys as the flags, in snake_case), or its default:
+//!
+//! | flag | env | file key | default |
+//! |---|---|---|---|
+//! | `--database-url` | `TENANCY_DATABASE_URL` | `database_url` | `sqlite://./data/tenancy.db` |
+//! | `--identity-addr` | `TENANCY_IDENTITY_ADDR` | `identity_addr` | `127.0.0.1:50051` |
+//! | `--admin-token` | `TENANCY_ADMIN_TOKEN` | `admin_token` | none: required by `serve` |
+//! | `--insecure-dev` | `TENANCY_INSECURE_DEV` | `insecure_dev` | `false` |
+//! | `--log-format` | `TENANCY_LOG_FORMAT` | `log_format` | `text` |
+//!
+//! Clap resolves flag over environment; [`Settings::resolve`] falls back to the file and
+//! then to the default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The database used when none is configured: a SQLite file under `./data`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/tenancy.db";
+/// Where the identity gRPC service listens unless configured otherwise.
+pub const DEFAULT_IDENTITY_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+
+/// `tenancy`: the tenancy reference servers.
+#[derive(Debug, Parser)]
+#[command(name = "tenancy", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub options: Options,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The settings as given on the command line or in the environment; unset ones fall
+/// back to the config file, then to their defaults (see [`Settings::resolve`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct Options {
+    /// TOML file with the same settings as the flags (snake_case keys); flags and
+    /// environment variables override it
+    #[arg(long, env = "TENANCY_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Database: `sqlite:PATH` (created if absent), `postgres://...` or `memory:`
+    /// (nothing persists) [default: sqlite://./data/tenancy.db]
+    #[arg(long, env = "TENANCY_DATABASE_URL", value_name = "URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Address of the identity gRPC service [default: 127.0.0.1:50051]
+    #[arg(
+        long,
+        env = "TENANCY_IDENTITY_ADDR",
+        value_name = "IP:PORT",
+        global = true
+    )]
+    pub identity_addr: Option<SocketAddr>,
+
+    /// Token that administrative gRPC calls present as `authorization: Bearer <token>`;
+    /// prefer the environment variable or the config file (flags show in `ps`)
+    #[arg(
+        long,
+        env = "TENANCY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Development only: serve without an admin token and accept every call,
+    /// authenticated or not
+    #[arg(
+        long,
+        env = "TENANCY_INSECURE_DEV",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        global = true
+    )]
+    pub insecure_dev: Option<bool>,
+
+    /// Log format; the level is set with `RUST_LOG` (default `info`) [default: text]
+    #[arg(long, env = "TENANCY_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The commands of `tenancy`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run services until SIGTERM or Ctrl-C (migrations are applied at start-up)
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit
+    Migrate(MigrateArgs),
+    /// Print the effective settings as TOML (admin token redacted) and exit
+    ShowConfig,
+}
+
+/// Arguments of `tenancy serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Services to run; all of them when none is named
+    #[arg(value_enum, value_name = "SERVICE")]
+    pub services: Vec<ServiceName>,
+}
+
+/// Arguments of `tenancy migrate`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL only: grant this (non-owner) application role the rights it needs
+    /// on the tables
+    #[arg(long, value_name = "ROLE")]
+    pub grant_to: Option<String>,
+}
+
+/// A service `tenancy serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
+pub enum ServiceName {
+    /// The identity gRPC API (`tenancy.identity.v1.IdentityService`)
+    Identity,
+}
+
+impl ServiceName {
+    /// Every service, in start-up order.
+    pub const ALL: &'static [Self] = &[Self::Identity];
+
+    /// The name of the service, as `tenancy serve` takes it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+        }
+    }
+
+    /// The services to run for the names given: all of them when none is given,
+    /// otherwise the given ones without duplicates.
+    #[must_use]
+    pub fn selected(names: &[Self]) -> Vec<Self> {
+        if names.is_empty() {
+            return Self::ALL.to_vec();
+        }
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// How logs are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The contents of a config file: every key optional, unknown keys refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Settings::database_url`].
+    pub database_url: Option<String>,
+    /// See [`Settings::identity_addr`].
+    pub identity_addr: Option<SocketAddr>,
+    /// See [`Settings::admin_token`].
+    pub admin_token: Option<String>,
+    /// See [`Settings::insecure_dev`].
+    pub insecure_dev: Option<bool>,
+    /// See [`Settings::log_format`].
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses the text of a config file read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
+        toml::from_str(text).map_err(|source| Error::ConfigParse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// The effective settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Where data lives.
+    pub database_url: String,
+    /// Where the identity gRPC service listens.
+    pub identity_addr: SocketAddr,
+    /// The admin token of the administrative APIs.
+    pub admin_token: Option<String>,
+    /// Whether to run without authentication (development only).
+    pub insecure_dev: bool,
+    /// How logs are written.
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &self.database_url)
+            .field("identity_addr", &self.identity_addr)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("insecure_dev", &self.insecure_dev)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// The effective settings: `options` (flags, then environment), else the config
+    /// file they name (if any), else the defaults.
+    pub fn resolve(options: &Options) -> Result<Self, Error> {
+        let file = match &options.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(Self::merge(options, file))
+    }
+
+    /// Merges already-read layers: `options` over `file` over the defaults.
+    #[must_use]
+    pub fn merge(options: &Options, file: FileConfig) -> Self {
+        Self {
+            database_url: options
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            identity_addr: options
+                .identity_addr
+                .or(file.identity_addr)
+                .unwrap_or(DEFAULT_IDENTITY_ADDR),
+            admin_token: options.admin_token.clone().or(file.admin_token),
+            insecure_dev: options.insecure_dev.or(file.insecure_dev).unwrap_or(false),
+            log_format: options.log_format.or(file.log_format).unwrap_or_default(),
+        }
+    }
+
+    /// The settings as a config file, with the admin token redacted.
+    pub fn to_redacted_toml(&self) -> Result<String, Error> {
+        let file = FileConfig {
+            database_url: Some(self.database_url.clone()),
+            identity_addr: Some(self.identity_addr),
+            admin_token: self.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
+            insecure_dev: Some(self.insecure_dev),
+            log_format: Some(self.log_format),
+        };
+        toml::to_string(&file).map_err(|e| Error::Config(format!("cannot print the settings: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("tenancy").chain(args.iter().copied())).unwrap()
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(Path::new("tenancy.toml"), text).unwrap()
+    }
+
+    const FULL_FILE: &str = r#"
+        database_url = "postgres://db/tenancy"
+        identity_addr = "0.0.0.0:6000"
+        admin_token = "from-file"
+        insecure_dev = true
+        log_format = "json"
+    "#;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let cli = parse(&["serve"]);
+        let settings = Settings::merge(&cli.options, FileConfig::default());
+        assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(settings.identity_addr, DEFAULT_IDENTITY_ADDR);
+        assert_eq!(settings.identity_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(settings.admin_token, None);
+        assert!(!settings.insecure_dev);
+        assert_eq!(settings.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let cli = parse(&["serve"]);
+        let settings = Settings::merge(&cli.options, file(FULL_FILE));
+        assert_eq!(settings.database_url, "postgres://db/tenancy");
+        assert_eq!(settings.identity_addr.to_string(), "0.0.0.0:6000");
+        assert_eq!(settings.admin_token.as_deref(), Some("from-file"));
+        assert!(settings.insecure_dev);
+        assert_eq!(settings.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = parse(&[
+            "serve",
+            "--database-url",
+            "memory:",
+            "--identity-addr",
+            "127.0.0.1:7000",
+            "--admin-token",
+            "from-flag",
+            "--insecure-dev=false",
+            "--log-format",
+            "text",
+        ]);
+        let settings = Settings::merge(&cli.options, file(FULL_FILE));
+        assert_eq!(settings.database_url, "memory:");
+        assert_eq!(settings.identity_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(settings.admin_token.as_deref(), Some("from-flag"));
+        assert!(!settings.insecure_dev);
+        assert_eq!(settings.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn a_partial_file_mixes_with_flags_and_defaults() {
+        let cli = parse(&["--admin-token", "t", "migrate"]);
+        let settings = Settings::merge(&cli.options, file(r#"database_url = "memory:""#));
+        assert_eq!(settings.database_url, "memory:");
+        assert_eq!(settings.identity_addr, DEFAULT_IDENTITY_ADDR);
+        assert_eq!(settings.admin_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn bare_insecure_dev_flag_means_true() {
+        let cli = parse(&["serve", "--insecure-dev"]);
+        assert_eq!(cli.options.insecure_dev, Some(true));
+        let cli = parse(&["serve", "--insecure-dev=no"]);
+        assert_eq!(cli.options.insecure_dev, Some(false));
+    }
+
+    #[test]
+    fn config_files_refuse_unknown_keys_and_bad_values() {
+        let path = Path::new("tenancy.toml");
+        let err = FileConfig::parse(path, "databse_url = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("`tenancy.toml`"), "{err}");
+        assert!(FileConfig::parse(path, "identity_addr = \"nowhere\"").is_err());
+        assert!(FileConfig::parse(path, "log_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn services_default_to_all_and_deduplicate() {
+        let Command::Serve(args) = parse(&["serve"]).command else {
+            panic!("not serve");
+        };
+        assert_eq!(ServiceName::selected(&args.services), ServiceName::ALL);
+        let Command::Serve(args) = parse(&["serve", "identity", "identity"]).command else {
+            panic!("not serve");
+        };
+        assert_eq!(
+            ServiceName::selected(&args.services),
+            [ServiceName::Identity]
+        );
+        assert!(Cli::try_parse_from(["tenancy", "serve", "billingz"]).is_err());
+        for service in ServiceName::ALL {
+            let value = service.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), service.as_str());
+        }
+    }
+
+    #[test]
+    fn migrate_takes_a_role_and_show_config_redacts_the_token() {
+        let cli = parse(&["migrate", "--grant-to", "tenancy_app"]);
+        let Command::Migrate(args) = cli.command else {
+            panic!("not migrate");
+        };
+        assert_eq!(args.grant_to.as_deref(), Some("tenancy_app"));
+
+        let settings = Settings::merge(&parse(&["show-config"]).options, file(FULL_FILE));
+        let text = settings.to_redacted_toml().unwrap();
+        assert!(!text.contains("from-file"), "{text}");
+        assert!(!format!("{settings:?}").contains("from-file"));
+        let back = file(&text);
+        assert_eq!(back.identity_addr, Some(settings.identity_addr));
+        assert_eq!(back.admin_token.as_deref(), Some("<redacted>"));
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,27 @@
+//! The tenancy reference servers: thin gRPC (and, as they land, HTTP) adapters over the
+//! tenancy libraries, run by the `tenancy` binary.
+//!
+//! Each service has one entry point that takes a bound listener, the library object it
+//! wraps and a shutdown future, so the binary and the tests start services the same
+//! way: [`run_identity`] serves `tenancy.identity.v1.IdentityService` (plus
+//! `grpc.health.v1.Health` and server reflection) over an
+//! [`Identity`](tenancy_core::identity::Identity). [`serve::serve`] starts the services
+//! a [`config::Settings`] asks for.
+//!
+//! Handlers hold no business logic: they parse the request (bad input is
+//! `INVALID_ARGUMENT` naming the field), call one library method and map the result;
+//! library errors become gRPC statuses in one place, [`status`].
+
+pub mod auth;
+pub mod config;
+mod convert;
+mod error;
+pub mod identity;
+pub mod proto;
+pub mod serve;
+pub mod status;
+pub mod store;
+
+pub use auth::AdminAuth;
+pub use error::Error;
+pub use serve::run_identity;

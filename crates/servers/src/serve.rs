@@ -1,0 +1,202 @@
+//! Starting services: [`run_identity`] runs the identity gRPC server on a bound
+//! listener; [`serve`] starts every service a [`Settings`] asks for, in one process,
+//! until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tenancy_core::identity::Identity;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::config::{ServiceName, Settings};
+use crate::identity::{IdentityGrpc, SERVICE_NAME as IDENTITY_SERVICE_NAME};
+use crate::proto::identity::v1::identity_service_server::IdentityServiceServer;
+use crate::{AdminAuth, Error, proto, store};
+
+/// Serves the identity gRPC API on `listener` until `shutdown` completes, then stops
+/// accepting calls and waits for the calls in flight.
+///
+/// Besides `tenancy.identity.v1.IdentityService` (guarded by `auth`), the server
+/// answers `grpc.health.v1.Health` (the identity service reports `SERVING` until
+/// shutdown starts) and gRPC server reflection (`grpc.reflection.v1` and `v1alpha`),
+/// both without authentication.
+pub async fn run_identity(
+    listener: TcpListener,
+    identity: Identity,
+    auth: AdminAuth,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(IDENTITY_SERVICE_NAME, ServingStatus::Serving)
+        .await;
+
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let identity_service =
+        IdentityServiceServer::with_interceptor(IdentityGrpc::new(identity), auth);
+
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("identity service shutting down");
+        health
+            .set_service_status(IDENTITY_SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+    };
+
+    Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(identity_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Reflection over the tenancy protos and the health protocol.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// The admin authentication `settings` ask for: the admin token, or no authentication
+/// at all with `insecure_dev` (logged as a warning). Without either it is a
+/// configuration error: the server refuses to start.
+pub fn admin_auth(settings: &Settings) -> Result<AdminAuth, Error> {
+    match (&settings.admin_token, settings.insecure_dev) {
+        (_, true) => {
+            tracing::warn!(
+                "INSECURE DEVELOPMENT MODE: administrative APIs accept every call without \
+                 authentication; never use --insecure-dev outside a developer machine"
+            );
+            Ok(AdminAuth::insecure_dev())
+        }
+        (Some(token), false) => {
+            if token.chars().count() < 16 {
+                tracing::warn!(
+                    "the admin token is shorter than 16 characters; use a long random one"
+                );
+            }
+            AdminAuth::new(token)
+        }
+        (None, false) => Err(Error::Config(
+            "an admin token is required: set `--admin-token`, `TENANCY_ADMIN_TOKEN` or \
+             `admin_token` in the config file (or `--insecure-dev` for local development)"
+                .into(),
+        )),
+    }
+}
+
+/// Runs `services` (all of them when empty) as configured by `settings` until
+/// `shutdown` completes or one of them fails; then stops the others gracefully.
+///
+/// Refuses to start without an admin token unless `insecure_dev` is set. Opens the
+/// database and applies its migrations first, and binds every listener before serving,
+/// so a taken port or a bad URL fails before anything is served.
+pub async fn serve(
+    settings: &Settings,
+    services: &[ServiceName],
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let services = ServiceName::selected(services);
+    let auth = admin_auth(settings)?;
+    let identity_store = store::open_identity_store(&settings.database_url).await?;
+    let identity = Identity::new(identity_store);
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut listeners = Vec::with_capacity(services.len());
+    for service in &services {
+        let addr = match service {
+            ServiceName::Identity => settings.identity_addr,
+        };
+        listeners.push((*service, bind(addr).await?));
+    }
+    for (service, listener) in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(service = service.as_str(), %addr, "listening");
+        }
+        let shutdown = wait_for_stop(stopped.clone());
+        match service {
+            ServiceName::Identity => {
+                tasks.spawn(run_identity(
+                    listener,
+                    identity.clone(),
+                    auth.clone(),
+                    shutdown,
+                ));
+            }
+        }
+    }
+
+    let mut first_error = None;
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested"),
+        Some(result) = tasks.join_next() => {
+            first_error = flatten(result).err();
+            tracing::error!("a service stopped unexpectedly; stopping the others");
+        }
+    }
+    // Receivers may all be gone already; that is fine.
+    let _ = stop.send(true);
+    while let Some(result) = tasks.join_next().await {
+        if let Err(err) = flatten(result) {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone: stop too.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+fn flatten(result: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
+    result?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::config::{FileConfig, Options};
+
+    fn settings(options: Options) -> Settings {
+        Settings::merge(&options, FileConfig::default())
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_token_unless_insecure_dev() {
+        let err = admin_auth(&settings(Options::default())).unwrap_err();
+        assert!(err.to_string().contains("admin token is required"), "{err}");
+        let auth = admin_auth(&settings(Options {
+            insecure_dev: Some(true),
+            ..Options::default()
+        }))
+        .unwrap();
+        assert!(auth.is_insecure());
+        let auth = admin_auth(&settings(Options {
+            admin_token: Some("t".into()),
+            ..Options::default()
+        }))
+        .unwrap();
+        assert!(!auth.is_insecure());
+    }
+}

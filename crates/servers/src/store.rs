@@ -1,0 +1,183 @@
+//! Opening the store a database URL names, with its migrations applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tenancy_core::identity::IdentityStore;
+use tenancy_core::memory::MemoryStore;
+use tenancy_core::postgres::PgStore;
+use tenancy_core::sqlite::SqliteStore;
+
+use crate::Error;
+
+/// The storage backend a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:...`: one local file (or `sqlite::memory:`).
+    Sqlite,
+    /// `postgres://...` or `postgresql://...`.
+    Postgres,
+    /// `memory:`: in-process, nothing persists.
+    Memory,
+}
+
+impl Backend {
+    /// The backend of `url`; `UnsupportedDatabase` for any other scheme.
+    pub fn of(url: &str) -> Result<Self, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("memory:") {
+            Ok(Self::Memory)
+        } else {
+            Err(Error::UnsupportedDatabase(url.to_owned()))
+        }
+    }
+}
+
+/// Connects to the identity store `url` names and applies its migrations.
+///
+/// For a SQLite file, the file and its directory are created first if absent.
+pub async fn open_identity_store(url: &str) -> Result<Arc<dyn IdentityStore>, Error> {
+    let store: Arc<dyn IdentityStore> = match Backend::of(url)? {
+        Backend::Sqlite => {
+            prepare_sqlite_file(url)?;
+            let store = SqliteStore::connect(url).await?;
+            store.migrate().await?;
+            Arc::new(store)
+        }
+        Backend::Postgres => {
+            let store = PgStore::connect(url).await?;
+            store.migrate().await?;
+            Arc::new(store)
+        }
+        Backend::Memory => Arc::new(MemoryStore::new()),
+    };
+    Ok(store)
+}
+
+/// Applies the migrations of the database `url` names and, for PostgreSQL, grants the
+/// application role `grant_to` its rights.
+pub async fn migrate(url: &str, grant_to: Option<&str>) -> Result<Backend, Error> {
+    let backend = Backend::of(url)?;
+    if grant_to.is_some() && backend != Backend::Postgres {
+        return Err(Error::Config(
+            "`--grant-to` applies to PostgreSQL databases only".into(),
+        ));
+    }
+    match backend {
+        Backend::Sqlite => {
+            prepare_sqlite_file(url)?;
+            SqliteStore::connect(url).await?.migrate().await?;
+        }
+        Backend::Postgres => {
+            let store = PgStore::connect(url).await?;
+            store.migrate().await?;
+            if let Some(role) = grant_to {
+                store.grant_app_role(role).await?;
+            }
+        }
+        Backend::Memory => {}
+    }
+    Ok(backend)
+}
+
+/// The file a `sqlite:` URL names, or `None` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        None
+    } else {
+        Some(PathBuf::from(path))
+    }
+}
+
+/// Creates the database file of a `sqlite:` URL, and its directory, if absent (an
+/// empty file is a valid, empty SQLite database).
+fn prepare_sqlite_file(url: &str) -> Result<(), Error> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(());
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            action: "create database file",
+            path: path.clone(),
+            source,
+        })?;
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "create directory",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn backends_by_scheme() {
+        assert_eq!(
+            Backend::of("sqlite://./data/t.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(Backend::of("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(Backend::of("memory:").unwrap(), Backend::Memory);
+        let err = Backend::of("mysql://h/db").unwrap_err();
+        assert!(err.to_string().contains("`mysql://h/db`"), "{err}");
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite://./data/t.db"),
+            Some("./data/t.db".into())
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/x/t.db?mode=rwc"),
+            Some("/tmp/x/t.db".into())
+        );
+        assert_eq!(sqlite_path("sqlite:t.db"), Some("t.db".into()));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("sqlite://:memory:"), None);
+    }
+
+    #[test]
+    fn sqlite_file_and_directory_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/data/t.db");
+        prepare_sqlite_file(&format!("sqlite://{}", path.display())).unwrap();
+        assert!(path.is_file());
+        // Idempotent, and an existing file is kept as it is.
+        std::fs::write(&path, b"x").unwrap();
+        prepare_sqlite_file(&format!("sqlite://{}", path.display())).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+    }
+
+    #[tokio::test]
+    async fn grant_to_needs_postgres() {
+        let err = migrate("memory:", Some("app")).await.unwrap_err();
+        assert!(err.to_string().contains("`--grant-to`"), "{err}");
+        assert_eq!(migrate("memory:", None).await.unwrap(), Backend::Memory);
+    }
+}

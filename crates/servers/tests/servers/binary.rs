@@ -1,0 +1,410 @@
+//! The `tenancy` binary as an operator runs it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tenancy_servers::config::FileConfig;
+use tenancy_servers::proto::identity::v1 as pb;
+use tenancy_servers::proto::identity::v1::get_tenant_request::Lookup;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::support::{IDENTITY_SERVICE, connect, create_tenant, health, identity_client};
+
+const TOKEN: &str = "t";
+
+/// `tenancy` with an empty environment, so settings come only from what a test gives.
+fn tenancy() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenancy"));
+    command.env_clear().stdin(Stdio::null());
+    command
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `tenancy serve`; killed on drop if still running.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Running {
+    fn spawn(database_url: &str, log: &Path) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = tenancy()
+            .args(["serve", "--database-url", database_url])
+            .args(["--identity-addr", &addr.to_string()])
+            .args(["--admin-token", TOKEN])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            log: log.to_owned(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the identity service reports `SERVING`.
+    async fn wait_until_serving(&mut self) -> tonic::transport::Channel {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("tenancy exited early with {status}; log:\n{}", self.log());
+            }
+            if let Ok(channel) = connect(self.addr).await
+                && let Ok(ServingStatus::Serving) = health(channel.clone(), IDENTITY_SERVICE).await
+            {
+                return channel;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not serving within 60 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and checks that the server exits successfully.
+    async fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit {status}; log:\n{}", self.log());
+                let log = self.log();
+                assert!(log.contains("SIGTERM received"), "{log}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within 15 s of SIGTERM; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on `database_url`, creates a tenant and reads it back, then stops
+/// it with SIGTERM. Returns the tenant.
+async fn serve_and_create(database_url: &str, log: &Path, slug: &str) -> pb::Tenant {
+    let mut server = Running::spawn(database_url, log);
+    let channel = server.wait_until_serving().await;
+    let mut client = identity_client(channel.clone(), Some(TOKEN));
+    let created = create_tenant(&mut client, slug).await;
+    let read = client
+        .get_tenant(pb::GetTenantRequest {
+            lookup: Some(Lookup::TenantId(created.id.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(read, created);
+    let unauthenticated = identity_client(channel, None)
+        .get_tenant(pb::GetTenantRequest {
+            lookup: Some(Lookup::TenantId(created.id.clone())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    server.terminate().await;
+    created
+}
+
+#[tokio::test]
+async fn binary_serves_identity_on_sqlite_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let created = serve_and_create(&url, &dir.path().join("first.log"), "persisted").await;
+    assert!(dir.path().join("t.db").is_file());
+
+    // A second process on the same file sees the tenant.
+    let mut server = Running::spawn(&url, &dir.path().join("second.log"));
+    let channel = server.wait_until_serving().await;
+    let read = identity_client(channel, Some(TOKEN))
+        .get_tenant(pb::GetTenantRequest {
+            lookup: Some(Lookup::Slug("persisted".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(read, created);
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn binary_serves_identity_on_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    serve_and_create("memory:", &dir.path().join("serve.log"), "ephemeral").await;
+}
+
+#[test]
+fn binary_refuses_to_start_without_an_admin_token() {
+    let output = tenancy()
+        .args([
+            "serve",
+            "--database-url",
+            "memory:",
+            "--identity-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("admin token is required"), "{stderr}");
+}
+
+#[test]
+fn binary_rejects_unknown_databases_and_services() {
+    let output = tenancy()
+        .args([
+            "serve",
+            "--database-url",
+            "mysql://h/db",
+            "--admin-token",
+            TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unsupported database url `mysql://h/db`"),
+        "{stderr}"
+    );
+
+    let output = tenancy().args(["serve", "nonsense"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nonsense"), "{stderr}");
+}
+
+#[test]
+fn binary_settings_come_from_flag_then_env_then_file_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenancy.toml");
+    std::fs::write(
+        &file,
+        r#"
+            database_url = "sqlite://from-file.db"
+            identity_addr = "127.0.0.1:1111"
+            admin_token = "file-token"
+            log_format = "json"
+        "#,
+    )
+    .unwrap();
+    let output = tenancy()
+        .env("TENANCY_CONFIG", &file)
+        .env("TENANCY_DATABASE_URL", "sqlite://from-env.db")
+        .env("TENANCY_IDENTITY_ADDR", "127.0.0.1:2222")
+        .args(["show-config", "--database-url", "memory:"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let shown = FileConfig::parse(Path::new("stdout"), &stdout).unwrap();
+    // flag > env
+    assert_eq!(shown.database_url.as_deref(), Some("memory:"));
+    // env > file
+    assert_eq!(shown.identity_addr, Some("127.0.0.1:2222".parse().unwrap()));
+    // file > default, and the token is never printed
+    assert_eq!(shown.admin_token.as_deref(), Some("<redacted>"));
+    assert!(!stdout.contains("file-token"), "{stdout}");
+    assert_eq!(
+        shown.log_format,
+        Some(tenancy_servers::config::LogFormat::Json)
+    );
+    // default
+    assert_eq!(shown.insecure_dev, Some(false));
+
+    // An unreadable or invalid file is an error naming it.
+    std::fs::write(&file, "admin_tokn = \"typo\"").unwrap();
+    let output = tenancy()
+        .env("TENANCY_CONFIG", &file)
+        .arg("show-config")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("tenancy.toml"), "{stderr}");
+}
+
+#[test]
+fn binary_migrate_on_memory_succeeds_and_grant_to_needs_postgres() {
+    let output = tenancy()
+        .args(["migrate", "--database-url", "memory:"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = tenancy()
+        .args(["migrate", "--database-url", "memory:", "--grant-to", "app"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`--grant-to`"));
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    let mut out = format!("{scheme}://{authority}/{database}");
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// `url` connecting as `user` (without a password) instead.
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    format!("{scheme}://{user}@{rest}")
+}
+
+#[test]
+fn postgres_url_rewriting() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://h:5432", "x"),
+        "postgres://h:5432/x"
+    );
+    assert_eq!(with_user("postgres://u:p@h/x", "app"), "postgres://app@h/x");
+    assert_eq!(with_user("postgres://h/x", "app"), "postgres://app@h/x");
+}
+
+/// The role the server runs as on PostgreSQL: no ownership, no BYPASSRLS.
+const PG_APP_ROLE: &str = "tenancy_app_test";
+
+#[tokio::test]
+async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
+    use sqlx::{AssertSqlSafe, Connection as _, Executor as _, PgConnection};
+
+    let Ok(admin_url) = std::env::var("TENANCY_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("TENANCY_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"),
+            "TENANCY_TEST_POSTGRES_URL is unset but TENANCY_TEST_REQUIRE_BACKENDS=1"
+        );
+        eprintln!("skipped: TENANCY_TEST_POSTGRES_URL is unset, PostgreSQL server not tested");
+        return;
+    };
+    let name = format!("tenancy_test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+    admin
+        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    admin
+        .execute(AssertSqlSafe(format!(
+            "DO $$ BEGIN CREATE ROLE {PG_APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )))
+        .await
+        .unwrap();
+
+    // The owner migrates and grants; the server then runs as the application role.
+    let owner_url = with_database(&admin_url, &name);
+    let output = tenancy()
+        .args(["migrate", "--database-url", &owner_url])
+        .args(["--grant-to", PG_APP_ROLE])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let app_url = with_user(&owner_url, PG_APP_ROLE);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Running::spawn(&app_url, &dir.path().join("pg.log"));
+    let channel = server.wait_until_serving().await;
+    let mut client = identity_client(channel, Some(TOKEN));
+    let tenant = create_tenant(&mut client, "pg-tenant").await;
+    let user = crate::support::create_user(&mut client, "pg@example.com").await;
+    client
+        .add_membership(pb::AddMembershipRequest {
+            tenant_id: tenant.id.clone(),
+            user_id: user.id.clone(),
+            roles: vec!["admin".into()],
+        })
+        .await
+        .unwrap();
+    let members = client
+        .list_tenant_memberships(pb::ListTenantMembershipsRequest {
+            tenant_id: tenant.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(members.memberships.len(), 1);
+    assert_eq!(members.memberships[0].user_id, user.id);
+    let mine = client
+        .list_user_memberships(pb::ListUserMembershipsRequest {
+            user_id: user.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.memberships, members.memberships);
+    server.terminate().await;
+
+    admin
+        .execute(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await
+        .unwrap();
+}
