@@ -59,7 +59,7 @@ macro_rules! sql_identity_store {
             use crate::identity::{
                 DisplayName, Email, EmailVerification, Invitation, InvitationStore, Membership,
                 MembershipStore, PasswordHash, RoleName, Slug, Tenant, TenantStore, TokenHash, User,
-                UserStore, VerificationStore, check_usable,
+                UserStore, VerificationStore, check_scope, check_usable,
             };
             use crate::ids::{InvitationId, MembershipId, TenantId, UserId, VerificationId};
             use crate::page::{Page, PageRequest};
@@ -140,17 +140,6 @@ macro_rules! sql_identity_store {
                     expires_at: row.try_get("expires_at")?,
                     consumed_at: row.try_get("consumed_at")?,
                 })
-            }
-
-            fn same_tenant(tenant: TenantId, named: TenantId) -> Result<()> {
-                if tenant == named {
-                    Ok(())
-                } else {
-                    Err(Error::invalid(
-                        "tenant_id",
-                        format!("record names tenant `{named}` but the call is scoped to `{tenant}`"),
-                    ))
-                }
             }
 
             /// After a versioned `UPDATE` matched nothing: `NotFound` or `Conflict`.
@@ -341,7 +330,7 @@ macro_rules! sql_identity_store {
             #[async_trait]
             impl MembershipStore for $store {
                 async fn insert_membership(&self, tenant: TenantId, m: &Membership) -> Result<()> {
-                    same_tenant(tenant, m.tenant_id)?;
+                    check_scope(tenant, m.tenant_id)?;
                     let mut tx = self.write(Scope::Tenant(tenant)).await?;
                     sqlx::query(
                         "INSERT INTO memberships (id, tenant_id, user_id, roles, created_at, updated_at, version) \
@@ -379,7 +368,7 @@ macro_rules! sql_identity_store {
                 }
 
                 async fn update_membership(&self, tenant: TenantId, m: &Membership) -> Result<Membership> {
-                    same_tenant(tenant, m.tenant_id)?;
+                    check_scope(tenant, m.tenant_id)?;
                     let mut tx = self.write(Scope::Tenant(tenant)).await?;
                     let row = sqlx::query(
                         "UPDATE memberships SET roles = $3, updated_at = $4, version = version + 1 \
@@ -454,7 +443,7 @@ macro_rules! sql_identity_store {
             #[async_trait]
             impl InvitationStore for $store {
                 async fn insert_invitation(&self, tenant: TenantId, i: &Invitation) -> Result<()> {
-                    same_tenant(tenant, i.tenant_id)?;
+                    check_scope(tenant, i.tenant_id)?;
                     let mut tx = self.write(Scope::Tenant(tenant)).await?;
                     sqlx::query(
                         "INSERT INTO invitations (id, tenant_id, email, roles, token_hash, created_at, expires_at, \
