@@ -1,7 +1,23 @@
-//! # tenancy-authz
-//!
-//! Authorization for multi-tenant applications, built on the Cedar policy language:
-//! a policy store per tenant (schema, policies, templates, versions), in-process
-//! authorization decisions evaluated against only the calling tenant's policies, and an
-//! optional decision cache. This crate is reserved for that engine; it has no public
-//! items yet.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod cache;
+pub mod compile;
+mod engine;
+mod entities;
+pub mod memory;
+pub mod model;
+mod store;
+
+pub use cache::{DecisionCache, DecisionKey, MemoryDecisionCache};
+pub use compile::{BUILTIN_SCHEMA, CompiledPolicies};
+pub use engine::{
+    Authz, AuthzConfig, BatchItem, CheckRequest, Decision, EvaluationError, MAX_BATCH, MAX_ENTITIES,
+};
+pub use entities::{EntityProvider, IdentityEntities, ROLE_TYPE, USER_TYPE};
+pub use model::{
+    PolicyDiagnostic, PolicyDocument, PolicySetDocument, PolicyVersion, SchemaDocument,
+    TemplateLink, VersionInfo,
+};
+pub use store::PolicyStore;
+pub use tenancy_core::{Error, ErrorKind, Result};

@@ -88,6 +88,21 @@ id_type!(
     TenantId,
     "tenant"
 );
+impl TenantId {
+    /// Checks that a record naming tenant `named` may be written by a call scoped to
+    /// `self`: `InvalidInput` on field `tenant_id` when they differ.
+    pub fn check_scope(self, named: TenantId) -> Result<(), Error> {
+        if self == named {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "tenant_id",
+                format!("record names tenant `{named}` but the call is scoped to `{self}`"),
+            ))
+        }
+    }
+}
+
 id_type!(
     /// Identifies a user: a global identity that may belong to many tenants.
     UserId,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::identity::{
     Email, EmailVerification, Invitation, InvitationStore, Membership, MembershipStore, Slug,
-    Tenant, TenantStore, TokenHash, User, UserStore, VerificationStore, check_scope, check_usable,
+    Tenant, TenantStore, TokenHash, User, UserStore, VerificationStore, check_usable,
 };
 use crate::ids::{InvitationId, MembershipId, TenantId, UserId};
 use crate::page::{Page, PageRequest};
@@ -233,7 +233,7 @@ impl UserStore for MemoryStore {
 #[async_trait]
 impl MembershipStore for MemoryStore {
     async fn insert_membership(&self, tenant: TenantId, membership: &Membership) -> Result<()> {
-        check_scope(tenant, membership.tenant_id)?;
+        tenant.check_scope(membership.tenant_id)?;
         let mut guard = self.state.write().await;
         let s = &mut *guard;
         if !s.tenants.contains_key(&tenant) {
@@ -274,7 +274,7 @@ impl MembershipStore for MemoryStore {
         tenant: TenantId,
         membership: &Membership,
     ) -> Result<Membership> {
-        check_scope(tenant, membership.tenant_id)?;
+        tenant.check_scope(membership.tenant_id)?;
         let mut s = self.state.write().await;
         let stored = s
             .partitions
@@ -352,7 +352,7 @@ impl MembershipStore for MemoryStore {
 #[async_trait]
 impl InvitationStore for MemoryStore {
     async fn insert_invitation(&self, tenant: TenantId, invitation: &Invitation) -> Result<()> {
-        check_scope(tenant, invitation.tenant_id)?;
+        tenant.check_scope(invitation.tenant_id)?;
         let mut s = self.state.write().await;
         if !s.tenants.contains_key(&tenant) {
             return Err(Error::not_found("tenant", tenant));

@@ -59,7 +59,7 @@ macro_rules! sql_identity_store {
             use crate::identity::{
                 DisplayName, Email, EmailVerification, Invitation, InvitationStore, Membership,
                 MembershipStore, PasswordHash, RoleName, Slug, Tenant, TenantStore, TokenHash, User,
-                UserStore, VerificationStore, check_scope, check_usable,
+                UserStore, VerificationStore, check_usable,
             };
             use crate::ids::{InvitationId, MembershipId, TenantId, UserId, VerificationId};
             use crate::page::{Page, PageRequest};
@@ -330,7 +330,7 @@ macro_rules! sql_identity_store {
             #[async_trait]
             impl MembershipStore for $store {
                 async fn insert_membership(&self, tenant: TenantId, m: &Membership) -> Result<()> {
-                    check_scope(tenant, m.tenant_id)?;
+                    tenant.check_scope(m.tenant_id)?;
                     let mut tx = self.write(Scope::Tenant(tenant)).await?;
                     sqlx::query(
                         "INSERT INTO memberships (id, tenant_id, user_id, roles, created_at, updated_at, version) \
@@ -368,7 +368,7 @@ macro_rules! sql_identity_store {
                 }
 
                 async fn update_membership(&self, tenant: TenantId, m: &Membership) -> Result<Membership> {
-                    check_scope(tenant, m.tenant_id)?;
+                    tenant.check_scope(m.tenant_id)?;
                     let mut tx = self.write(Scope::Tenant(tenant)).await?;
                     let row = sqlx::query(
                         "UPDATE memberships SET roles = $3, updated_at = $4, version = version + 1 \
@@ -443,7 +443,7 @@ macro_rules! sql_identity_store {
             #[async_trait]
             impl InvitationStore for $store {
                 async fn insert_invitation(&self, tenant: TenantId, i: &Invitation) -> Result<()> {
-                    check_scope(tenant, i.tenant_id)?;
+                    tenant.check_scope(i.tenant_id)?;
                     let mut tx = self.write(Scope::Tenant(tenant)).await?;
                     sqlx::query(
                         "INSERT INTO invitations (id, tenant_id, email, roles, token_hash, created_at, expires_at, \

@@ -20,8 +20,8 @@ pub use service::{
     DEFAULT_INVITATION_TTL, DEFAULT_VERIFICATION_TTL, Identity, MAX_TOKEN_TTL, NewTenant, NewUser,
     TenantChanges, UserChanges,
 };
+pub(crate) use store::check_usable;
 pub use store::{
     IdentityStore, InvitationStore, MembershipStore, TenantStore, UserStore, VerificationStore,
 };
-pub(crate) use store::{check_scope, check_usable};
 pub use token::{SecretToken, TokenHash};

@@ -156,16 +156,3 @@ pub(crate) fn check_usable(
     }
     Ok(())
 }
-
-/// Shared rule of the tenant-scoped writes: the record must name the tenant the call is
-/// scoped to.
-pub(crate) fn check_scope(tenant: crate::TenantId, named: crate::TenantId) -> Result<()> {
-    if tenant == named {
-        Ok(())
-    } else {
-        Err(crate::Error::invalid(
-            "tenant_id",
-            format!("record names tenant `{named}` but the call is scoped to `{tenant}`"),
-        ))
-    }
-}
