@@ -3,10 +3,14 @@
 
 mod cache;
 pub mod compile;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod engine;
 mod entities;
 pub mod memory;
 pub mod model;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 mod store;
 
 pub use cache::{DecisionCache, DecisionKey, MemoryDecisionCache};

@@ -1,4 +1,7 @@
-//! tenancy-authz integration tests: the RBAC/ABAC example table.
+//! tenancy-authz integration tests: the policy store conformance suite on memory,
+//! SQLite and PostgreSQL (when `TENANCY_TEST_POSTGRES_URL` is set; with
+//! `TENANCY_TEST_REQUIRE_BACKENDS=1` a missing URL fails), the RBAC/ABAC example table,
+//! and the differential test against the raw `cedar-policy` authorizer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,6 +10,11 @@
     missing_docs,
     reason = "tests"
 )]
+
+#[path = "authz/differential.rs"]
+mod differential;
+#[path = "authz/stores.rs"]
+mod stores;
 
 use std::sync::Arc;
 

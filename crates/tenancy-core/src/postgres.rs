@@ -16,10 +16,18 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
+use crate::TenantId;
 use crate::error::{Error, Result};
 use crate::sql::{Scope, sql_identity_store};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The identity migrations. Every domain crate keeps its own migrations in the same
+/// database under its own version range (identity: 1–999), so each migrator ignores
+/// the versions of the others.
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations/postgres");
+    m.set_ignore_missing(true);
+    m
+}
 
 /// All identity stores in one PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -62,17 +70,24 @@ impl PgStore {
     /// already it only reads the migrations table, so an application role without DDL
     /// rights can call it at start-up.
     pub async fn migrate(&self) -> Result<()> {
+        self.apply_migrations(&migrator()).await
+    }
+
+    /// Applies `migrator`'s pending migrations; when none is pending it only reads the
+    /// migrations table (no DDL rights needed). Domain crates keep their tables in the
+    /// same database this way; build the migrator with `ignore_missing`.
+    pub async fn apply_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
         let applied: Vec<i64> = sqlx::query_scalar(
             "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
         )
         .fetch_all(&self.pool)
         .await
         .unwrap_or_default();
-        let pending = MIGRATOR
+        let pending = migrator
             .iter()
             .any(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version));
         if pending {
-            MIGRATOR.run(&self.pool).await?;
+            migrator.run(&self.pool).await?;
         }
         Ok(())
     }
@@ -112,6 +127,19 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A transaction for data of `tenant`, for domain crates' stores in this database:
+    /// `app.tenant_id` is set transaction-locally, so row-level security shows only
+    /// that tenant's rows. (`write` makes no difference here; it exists so SQL written
+    /// for both backends reads the same.)
+    pub async fn tenant_transaction(
+        &self,
+        tenant: TenantId,
+        write: bool,
+    ) -> Result<Transaction<'static, Postgres>> {
+        let _ = write;
+        self.write(Scope::Tenant(tenant)).await
     }
 
     async fn read(&self, scope: Scope) -> Result<Transaction<'static, Postgres>> {

@@ -9,10 +9,18 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
+use crate::TenantId;
 use crate::error::{Error, Result};
 use crate::sql::{Scope, sql_identity_store};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The identity migrations. Every domain crate keeps its own migrations in the same
+/// database under its own version range (identity: 1–999), so each migrator ignores
+/// the versions of the others.
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations/sqlite");
+    m.set_ignore_missing(true);
+    m
+}
 
 /// All identity stores in one SQLite database.
 #[derive(Debug, Clone)]
@@ -64,8 +72,29 @@ impl SqliteStore {
 
     /// Applies the embedded migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        self.apply_migrations(&migrator()).await
+    }
+
+    /// Applies `migrator`'s pending migrations (domain crates keep their tables in the
+    /// same database this way; build the migrator with `ignore_missing`).
+    pub async fn apply_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        migrator.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// A transaction for data of `tenant`, for domain crates' stores in this database.
+    /// `write` takes the database write lock up front, so concurrent writers queue
+    /// instead of failing.
+    pub async fn tenant_transaction(
+        &self,
+        tenant: TenantId,
+        write: bool,
+    ) -> Result<Transaction<'static, Sqlite>> {
+        if write {
+            self.write(Scope::Tenant(tenant)).await
+        } else {
+            self.read(Scope::Tenant(tenant)).await
+        }
     }
 
     async fn read(&self, _scope: Scope) -> Result<Transaction<'static, Sqlite>> {
