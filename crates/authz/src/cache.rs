@@ -144,20 +144,20 @@ impl DecisionKey {
     /// The key of `request` under `policy_version` of `tenant`.
     #[must_use]
     pub fn new(tenant: TenantId, policy_version: i64, request: &CheckRequest) -> Self {
-        let mut a = DefaultHasher::new();
-        let mut b = DefaultHasher::new();
-        0xA5A5_u16.hash(&mut b);
-        for h in [&mut a, &mut b] {
-            request.principal.hash(h);
-            request.action.hash(h);
-            request.resource.hash(h);
-            hash_json(&request.context, h);
-            hash_json(&request.entities, h);
-        }
+        let half = |seed: u64| {
+            let mut h = DefaultHasher::new();
+            seed.hash(&mut h);
+            request.principal.hash(&mut h);
+            request.action.hash(&mut h);
+            request.resource.hash(&mut h);
+            json_fingerprint(&request.context, seed).hash(&mut h);
+            json_fingerprint(&request.entities, seed).hash(&mut h);
+            h.finish()
+        };
         Self {
             tenant,
             policy_version,
-            fingerprint: (u128::from(a.finish()) << 64) | u128::from(b.finish()),
+            fingerprint: (u128::from(half(0x0123_4567)) << 64) | u128::from(half(0x89ab_cdef)),
         }
     }
 
@@ -171,27 +171,33 @@ impl DecisionKey {
     }
 }
 
-fn hash_json(value: &serde_json::Value, h: &mut impl Hasher) {
+/// A fingerprint of a JSON value in which the order of object keys does not count
+/// (objects combine their entries' fingerprints with a commutative sum).
+fn json_fingerprint(value: &serde_json::Value, seed: u64) -> u64 {
     use serde_json::Value;
+    let mut h = DefaultHasher::new();
+    seed.hash(&mut h);
     match value {
-        Value::Null => 0_u8.hash(h),
-        Value::Bool(b) => (1_u8, b).hash(h),
-        Value::Number(n) => (2_u8, n.to_string()).hash(h),
-        Value::String(s) => (3_u8, s).hash(h),
+        Value::Null => 0_u8.hash(&mut h),
+        Value::Bool(b) => (1_u8, b).hash(&mut h),
+        Value::Number(n) => (2_u8, n.to_string()).hash(&mut h),
+        Value::String(s) => (3_u8, s).hash(&mut h),
         Value::Array(items) => {
-            (4_u8, items.len()).hash(h);
+            (4_u8, items.len()).hash(&mut h);
             for item in items {
-                hash_json(item, h);
+                json_fingerprint(item, seed).hash(&mut h);
             }
         }
         Value::Object(map) => {
-            (5_u8, map.len()).hash(h);
-            for (k, v) in map {
-                k.hash(h);
-                hash_json(v, h);
-            }
+            let entries = map.iter().fold(0_u64, |acc, (k, v)| {
+                let mut e = DefaultHasher::new();
+                (seed, k, json_fingerprint(v, seed)).hash(&mut e);
+                acc.wrapping_add(e.finish())
+            });
+            (5_u8, map.len(), entries).hash(&mut h);
         }
     }
+    h.finish()
 }
 
 /// A cache of decisions. Entries may be dropped at any time; a hit must be a decision

@@ -17,7 +17,8 @@ use tenancy_core::clock::{Clock, SystemClock};
 use tenancy_core::page::PageRequest;
 use tenancy_core::{ErrorKind, TenantId};
 
-use crate::engine::{Authz, AuthzConfig, CheckRequest};
+use crate::cache::{DecisionCache, DecisionKey};
+use crate::engine::{Authz, AuthzConfig, CheckRequest, Decision, EvaluationError};
 use crate::model::{PolicyDocument, PolicySetDocument, PolicyVersion, SchemaDocument};
 use crate::store::PolicyStore;
 
@@ -245,4 +246,57 @@ pub async fn engine_over_store(store: Arc<dyn PolicyStore>) {
         [3, 2, 1]
     );
     assert_eq!(listed.items[0].change, "rollback to version 1");
+}
+
+/// A decision cache returns what was put under the same key only: another tenant,
+/// another policy version or another request is a miss.
+pub async fn decision_cache_roundtrip(cache: &dyn DecisionCache) {
+    let tenant = TenantId::new();
+    let request = CheckRequest {
+        principal: r#"User::"u""#.into(),
+        action: r#"Action::"read""#.into(),
+        resource: r#"Doc::"d""#.into(),
+        context: serde_json::json!({ "ip": "10.0.0.1", "n": 1 }),
+        entities: serde_json::json!([]),
+    };
+    let key = DecisionKey::new(tenant, 4, &request);
+    assert!(cache.get(&key).await.unwrap().is_none());
+    let decision = Decision {
+        allowed: true,
+        determining_policies: vec!["p1".into(), "p2".into()],
+        errors: vec![EvaluationError {
+            policy_id: "p3".into(),
+            message: "boom".into(),
+        }],
+        policy_version: 4,
+    };
+    cache.put(&key, &decision).await.unwrap();
+    assert_eq!(cache.get(&key).await.unwrap(), Some(decision));
+    assert!(
+        cache
+            .get(&DecisionKey::new(tenant, 5, &request))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        cache
+            .get(&DecisionKey::new(TenantId::new(), 4, &request))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut other = request.clone();
+    other.context = serde_json::json!({ "ip": "10.0.0.1", "n": 2 });
+    assert!(
+        cache
+            .get(&DecisionKey::new(tenant, 4, &other))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Key order inside JSON objects does not matter; values do.
+    let mut reordered = request.clone();
+    reordered.context = serde_json::json!({ "n": 1, "ip": "10.0.0.1" });
+    assert_eq!(DecisionKey::new(tenant, 4, &reordered), key);
 }

@@ -9,6 +9,8 @@ mod engine;
 mod entities;
 pub mod memory;
 pub mod model;
+#[cfg(feature = "redis")]
+mod redis_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 mod store;
@@ -23,5 +25,7 @@ pub use model::{
     PolicyDiagnostic, PolicyDocument, PolicySetDocument, PolicyVersion, SchemaDocument,
     TemplateLink, VersionInfo,
 };
+#[cfg(feature = "redis")]
+pub use redis_cache::RedisDecisionCache;
 pub use store::PolicyStore;
 pub use tenancy_core::{Error, ErrorKind, Result};

@@ -191,3 +191,29 @@ async fn postgres_policy_rls() {
     raw.close().await;
     b.finish().await;
 }
+
+#[tokio::test]
+async fn memory_decision_cache() {
+    let cache = tenancy_authz::MemoryDecisionCache::new(100, std::time::Duration::from_secs(60));
+    conformance::decision_cache_roundtrip(&cache).await;
+}
+
+#[tokio::test]
+async fn redis_decision_cache() {
+    let Ok(url) = std::env::var("TENANCY_TEST_REDIS_URL") else {
+        if std::env::var("TENANCY_TEST_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") {
+            panic!("TENANCY_TEST_REDIS_URL is unset but TENANCY_TEST_REQUIRE_BACKENDS=1");
+        }
+        eprintln!("skipped: TENANCY_TEST_REDIS_URL is unset, Redis decision cache not tested");
+        return;
+    };
+    let prefix = format!("tenancy-test-{}", uuid::Uuid::now_v7().simple());
+    let cache = tenancy_authz::RedisDecisionCache::connect(
+        &url,
+        std::time::Duration::from_secs(60),
+        &prefix,
+    )
+    .await
+    .unwrap();
+    conformance::decision_cache_roundtrip(&cache).await;
+}
