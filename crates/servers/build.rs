@@ -10,6 +10,7 @@ const PROTO_ROOT: &str = "../../proto";
 const PROTOS: &[&str] = &[
     "tenancy/common/v1/common.proto",
     "tenancy/identity/v1/identity.proto",
+    "tenancy/policy/v1/policy.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

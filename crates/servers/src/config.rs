@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | `--database-url` | `TENANCY_DATABASE_URL` | `database_url` | `sqlite://./data/tenancy.db` |
 //! | `--identity-addr` | `TENANCY_IDENTITY_ADDR` | `identity_addr` | `127.0.0.1:50051` |
+//! | `--policy-addr` | `TENANCY_POLICY_ADDR` | `policy_addr` | `127.0.0.1:50052` |
 //! | `--admin-token` | `TENANCY_ADMIN_TOKEN` | `admin_token` | none: required by `serve` |
 //! | `--insecure-dev` | `TENANCY_INSECURE_DEV` | `insecure_dev` | `false` |
 //! | `--log-format` | `TENANCY_LOG_FORMAT` | `log_format` | `text` |
@@ -29,6 +30,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/tenancy.db";
 /// Where the identity gRPC service listens unless configured otherwise.
 pub const DEFAULT_IDENTITY_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+/// Where the policy gRPC service listens unless configured otherwise.
+pub const DEFAULT_POLICY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
 
 /// `tenancy`: the tenancy reference servers.
 #[derive(Debug, Parser)]
@@ -64,6 +67,15 @@ pub struct Options {
         global = true
     )]
     pub identity_addr: Option<SocketAddr>,
+
+    /// Address of the policy gRPC service [default: 127.0.0.1:50052]
+    #[arg(
+        long,
+        env = "TENANCY_POLICY_ADDR",
+        value_name = "IP:PORT",
+        global = true
+    )]
+    pub policy_addr: Option<SocketAddr>,
 
     /// Token that administrative gRPC calls present as `authorization: Bearer <token>`;
     /// prefer the environment variable or the config file (flags show in `ps`)
@@ -128,17 +140,20 @@ pub struct MigrateArgs {
 pub enum ServiceName {
     /// The identity gRPC API (`tenancy.identity.v1.IdentityService`)
     Identity,
+    /// The policy gRPC API (`tenancy.policy.v1.PolicyService`)
+    Policy,
 }
 
 impl ServiceName {
     /// Every service, in start-up order.
-    pub const ALL: &'static [Self] = &[Self::Identity];
+    pub const ALL: &'static [Self] = &[Self::Identity, Self::Policy];
 
     /// The name of the service, as `tenancy serve` takes it.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Identity => "identity",
+            Self::Policy => "policy",
         }
     }
 
@@ -175,6 +190,8 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     /// See [`Settings::identity_addr`].
     pub identity_addr: Option<SocketAddr>,
+    /// See [`Settings::policy_addr`].
+    pub policy_addr: Option<SocketAddr>,
     /// See [`Settings::admin_token`].
     pub admin_token: Option<String>,
     /// See [`Settings::insecure_dev`].
@@ -209,6 +226,8 @@ pub struct Settings {
     pub database_url: String,
     /// Where the identity gRPC service listens.
     pub identity_addr: SocketAddr,
+    /// Where the policy gRPC service listens.
+    pub policy_addr: SocketAddr,
     /// The admin token of the administrative APIs.
     pub admin_token: Option<String>,
     /// Whether to run without authentication (development only).
@@ -222,6 +241,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("database_url", &self.database_url)
             .field("identity_addr", &self.identity_addr)
+            .field("policy_addr", &self.policy_addr)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -256,6 +276,10 @@ impl Settings {
                 .identity_addr
                 .or(file.identity_addr)
                 .unwrap_or(DEFAULT_IDENTITY_ADDR),
+            policy_addr: options
+                .policy_addr
+                .or(file.policy_addr)
+                .unwrap_or(DEFAULT_POLICY_ADDR),
             admin_token: options.admin_token.clone().or(file.admin_token),
             insecure_dev: options.insecure_dev.or(file.insecure_dev).unwrap_or(false),
             log_format: options.log_format.or(file.log_format).unwrap_or_default(),
@@ -267,6 +291,7 @@ impl Settings {
         let file = FileConfig {
             database_url: Some(self.database_url.clone()),
             identity_addr: Some(self.identity_addr),
+            policy_addr: Some(self.policy_addr),
             admin_token: self.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
             insecure_dev: Some(self.insecure_dev),
             log_format: Some(self.log_format),
@@ -292,6 +317,7 @@ mod tests {
     const FULL_FILE: &str = r#"
         database_url = "postgres://db/tenancy"
         identity_addr = "0.0.0.0:6000"
+        policy_addr = "0.0.0.0:6001"
         admin_token = "from-file"
         insecure_dev = true
         log_format = "json"
@@ -304,6 +330,8 @@ mod tests {
         assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(settings.identity_addr, DEFAULT_IDENTITY_ADDR);
         assert_eq!(settings.identity_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(settings.policy_addr, DEFAULT_POLICY_ADDR);
+        assert_eq!(settings.policy_addr.to_string(), "127.0.0.1:50052");
         assert_eq!(settings.admin_token, None);
         assert!(!settings.insecure_dev);
         assert_eq!(settings.log_format, LogFormat::Text);
@@ -315,6 +343,7 @@ mod tests {
         let settings = Settings::merge(&cli.options, file(FULL_FILE));
         assert_eq!(settings.database_url, "postgres://db/tenancy");
         assert_eq!(settings.identity_addr.to_string(), "0.0.0.0:6000");
+        assert_eq!(settings.policy_addr.to_string(), "0.0.0.0:6001");
         assert_eq!(settings.admin_token.as_deref(), Some("from-file"));
         assert!(settings.insecure_dev);
         assert_eq!(settings.log_format, LogFormat::Json);
@@ -328,6 +357,8 @@ mod tests {
             "memory:",
             "--identity-addr",
             "127.0.0.1:7000",
+            "--policy-addr",
+            "127.0.0.1:7001",
             "--admin-token",
             "from-flag",
             "--insecure-dev=false",
@@ -337,6 +368,7 @@ mod tests {
         let settings = Settings::merge(&cli.options, file(FULL_FILE));
         assert_eq!(settings.database_url, "memory:");
         assert_eq!(settings.identity_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(settings.policy_addr.to_string(), "127.0.0.1:7001");
         assert_eq!(settings.admin_token.as_deref(), Some("from-flag"));
         assert!(!settings.insecure_dev);
         assert_eq!(settings.log_format, LogFormat::Text);
@@ -348,6 +380,7 @@ mod tests {
         let settings = Settings::merge(&cli.options, file(r#"database_url = "memory:""#));
         assert_eq!(settings.database_url, "memory:");
         assert_eq!(settings.identity_addr, DEFAULT_IDENTITY_ADDR);
+        assert_eq!(settings.policy_addr, DEFAULT_POLICY_ADDR);
         assert_eq!(settings.admin_token.as_deref(), Some("t"));
     }
 
@@ -374,6 +407,10 @@ mod tests {
             panic!("not serve");
         };
         assert_eq!(ServiceName::selected(&args.services), ServiceName::ALL);
+        assert_eq!(
+            ServiceName::ALL,
+            [ServiceName::Identity, ServiceName::Policy]
+        );
         let Command::Serve(args) = parse(&["serve", "identity", "identity"]).command else {
             panic!("not serve");
         };
@@ -381,6 +418,10 @@ mod tests {
             ServiceName::selected(&args.services),
             [ServiceName::Identity]
         );
+        let Command::Serve(args) = parse(&["serve", "policy"]).command else {
+            panic!("not serve");
+        };
+        assert_eq!(ServiceName::selected(&args.services), [ServiceName::Policy]);
         assert!(Cli::try_parse_from(["tenancy", "serve", "billingz"]).is_err());
         for service in ServiceName::ALL {
             let value = service.to_possible_value().unwrap();
@@ -402,6 +443,7 @@ mod tests {
         assert!(!format!("{settings:?}").contains("from-file"));
         let back = file(&text);
         assert_eq!(back.identity_addr, Some(settings.identity_addr));
+        assert_eq!(back.policy_addr, Some(settings.policy_addr));
         assert_eq!(back.admin_token.as_deref(), Some("<redacted>"));
     }
 

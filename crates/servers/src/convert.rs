@@ -3,6 +3,10 @@
 //! `InvalidInput` error naming the wire field).
 
 use chrono::{DateTime, Utc};
+use tenancy_authz::{
+    Decision, EvaluationError, PolicyDiagnostic, PolicyDocument, PolicyVersion, SchemaDocument,
+    TemplateLink, VersionInfo,
+};
 use tenancy_core::identity::{
     Invitation, Membership, Tenant, TenantStatus, User, UserStatus, validate_json_object,
 };
@@ -11,6 +15,7 @@ use tenancy_core::{Error, Result};
 
 use crate::proto::common::v1 as common;
 use crate::proto::identity::v1 as pb;
+use crate::proto::policy::v1 as policy_pb;
 
 /// A timestamp on the wire.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -34,6 +39,15 @@ pub(crate) fn json_object(field: &str, text: &str) -> Result<serde_json::Value> 
     let value = serde_json::from_str(text)
         .map_err(|e| Error::invalid(field, format!("is not valid JSON: {e}")))?;
     validate_json_object(field, value)
+}
+
+/// Parses JSON text sent in `field` (empty text = `null`); what it must hold is left to
+/// the library.
+pub(crate) fn json_value(field: &str, text: &str) -> Result<serde_json::Value> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| Error::invalid(field, format!("is not valid JSON: {e}")))
 }
 
 /// The library's page request from the wire form (unset = the first page).
@@ -157,6 +171,212 @@ impl From<Invitation> for pb::Invitation {
     }
 }
 
+// ----- policy -----
+
+impl From<VersionInfo> for policy_pb::VersionInfo {
+    fn from(v: VersionInfo) -> Self {
+        Self {
+            version: v.version,
+            created_at: Some(timestamp(v.created_at)),
+            change: v.change,
+        }
+    }
+}
+
+impl From<EvaluationError> for policy_pb::EvaluationError {
+    fn from(e: EvaluationError) -> Self {
+        Self {
+            policy_id: e.policy_id,
+            message: e.message,
+        }
+    }
+}
+
+impl From<Decision> for policy_pb::Decision {
+    fn from(d: Decision) -> Self {
+        Self {
+            allowed: d.allowed,
+            determining_policies: d.determining_policies,
+            errors: d.errors.into_iter().map(Into::into).collect(),
+            policy_version: d.policy_version,
+        }
+    }
+}
+
+impl From<Decision> for policy_pb::CheckPermissionResponse {
+    fn from(d: Decision) -> Self {
+        Self {
+            allowed: d.allowed,
+            determining_policies: d.determining_policies,
+            errors: d.errors.into_iter().map(Into::into).collect(),
+            policy_version: d.policy_version,
+        }
+    }
+}
+
+impl From<PolicyDiagnostic> for policy_pb::Diagnostic {
+    fn from(d: PolicyDiagnostic) -> Self {
+        Self {
+            policy_id: d.policy_id,
+            line: d.line.unwrap_or(0),
+            column: d.column.unwrap_or(0),
+            message: d.message,
+        }
+    }
+}
+
+impl From<Option<SchemaDocument>> for policy_pb::Schema {
+    fn from(schema: Option<SchemaDocument>) -> Self {
+        use policy_pb::schema::Text;
+        Self {
+            text: schema.map(|s| match s {
+                SchemaDocument::Cedar(text) => Text::CedarText(text),
+                SchemaDocument::Json(text) => Text::JsonText(text),
+            }),
+        }
+    }
+}
+
+/// The schema a [`policy_pb::Schema`] carries (`None` when its text is unset).
+pub(crate) fn schema_document(schema: policy_pb::Schema) -> Option<SchemaDocument> {
+    use policy_pb::schema::Text;
+    schema.text.map(|text| match text {
+        Text::CedarText(text) => SchemaDocument::Cedar(text),
+        Text::JsonText(text) => SchemaDocument::Json(text),
+    })
+}
+
+impl From<PolicyDocument> for policy_pb::Policy {
+    fn from(p: PolicyDocument) -> Self {
+        Self {
+            policy_id: p.id,
+            text: p.text,
+            description: p.description,
+        }
+    }
+}
+
+impl From<policy_pb::Policy> for PolicyDocument {
+    fn from(p: policy_pb::Policy) -> Self {
+        Self {
+            id: p.policy_id,
+            text: p.text,
+            description: p.description,
+        }
+    }
+}
+
+impl From<PolicyDocument> for policy_pb::Template {
+    fn from(t: PolicyDocument) -> Self {
+        Self {
+            template_id: t.id,
+            text: t.text,
+            description: t.description,
+        }
+    }
+}
+
+impl From<policy_pb::Template> for PolicyDocument {
+    fn from(t: policy_pb::Template) -> Self {
+        Self {
+            id: t.template_id,
+            text: t.text,
+            description: t.description,
+        }
+    }
+}
+
+impl From<TemplateLink> for policy_pb::TemplateLink {
+    fn from(l: TemplateLink) -> Self {
+        Self {
+            policy_id: l.id,
+            template_id: l.template_id,
+            principal: l.principal,
+            resource: l.resource,
+            description: l.description,
+        }
+    }
+}
+
+impl From<PolicyVersion> for policy_pb::GetVersionResponse {
+    fn from(v: PolicyVersion) -> Self {
+        let doc = v.document;
+        Self {
+            info: Some(policy_pb::VersionInfo {
+                version: v.version,
+                // Version 0 (nothing written yet) has no time.
+                created_at: (v.version > 0).then(|| timestamp(v.created_at)),
+                change: v.change,
+            }),
+            schema: Some(doc.schema.into()),
+            policies: doc.policies.into_values().map(Into::into).collect(),
+            templates: doc.templates.into_values().map(Into::into).collect(),
+            links: doc.links.into_values().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Renames the field an `InvalidInput` error names from the library's spelling to the
+/// wire's (`rename` returns `None` to keep it); the message follows.
+pub(crate) fn wire_field(err: Error, rename: impl FnOnce(&str) -> Option<String>) -> Error {
+    match err {
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field: rename(&field).unwrap_or(field),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// The wire name of a library field of a decision request: `context` is sent as
+/// `context_json`, `entities` (and `entities[i]`) as `entities_json`.
+pub(crate) fn check_field(field: &str) -> Option<String> {
+    if field == "context" {
+        return Some("context_json".to_owned());
+    }
+    field
+        .strip_prefix("entities")
+        .filter(|rest| rest.is_empty() || rest.starts_with('['))
+        .map(|rest| format!("entities_json{rest}"))
+}
+
+/// A library field `requests[i].<inner>` of a batch, split.
+fn batch_item_field(field: &str) -> Option<(&str, &str)> {
+    let rest = field.strip_prefix("requests[")?;
+    rest.split_once("].")
+}
+
+/// The wire name of a library field of a batch: the requests are sent as `items`, and
+/// a problem with request `i` as a whole (an action or entity type the schema does
+/// not declare for it) is `items[i]`.
+pub(crate) fn batch_field(field: &str) -> Option<String> {
+    if field == "requests" {
+        return Some("items".to_owned());
+    }
+    match batch_item_field(field) {
+        Some((index, "request")) => Some(format!("items[{index}]")),
+        Some((index, inner)) => Some(format!(
+            "items[{index}].{}",
+            check_field(inner).unwrap_or_else(|| inner.to_owned())
+        )),
+        None => check_field(field),
+    }
+}
+
+/// The wire name of a library field of an allowed-actions question: the candidate
+/// actions are `actions`, and a problem with one of them (or with the request it
+/// makes) is `actions[i]`.
+pub(crate) fn allowed_actions_field(field: &str) -> Option<String> {
+    if field == "requests" {
+        return Some("actions".to_owned());
+    }
+    match batch_item_field(field) {
+        Some((index, "action" | "request")) => Some(format!("actions[{index}]")),
+        Some((_, inner)) => Some(check_field(inner).unwrap_or_else(|| inner.to_owned())),
+        None => check_field(field),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -206,6 +426,74 @@ mod tests {
         assert_eq!(user_status(0).unwrap_err().field(), Some("status"));
         assert_eq!(user_status(99).unwrap_err().field(), Some("status"));
         assert_eq!(user_status(2).unwrap(), UserStatus::Disabled);
+    }
+
+    #[test]
+    fn json_values_name_the_field() {
+        assert_eq!(
+            json_value("context_json", " ").unwrap(),
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            json_value("context_json", r#"{"hour":9}"#).unwrap(),
+            serde_json::json!({"hour": 9})
+        );
+        let err = json_value("entities_json", "[{").unwrap_err();
+        assert_eq!(err.field(), Some("entities_json"));
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn library_fields_become_wire_fields() {
+        let renamed = |field: &str, rename: fn(&str) -> Option<String>| {
+            wire_field(Error::invalid(field, "is bad"), rename)
+                .field()
+                .map(ToOwned::to_owned)
+                .unwrap()
+        };
+        assert_eq!(renamed("context", check_field), "context_json");
+        assert_eq!(renamed("entities", check_field), "entities_json");
+        assert_eq!(renamed("entities[3]", check_field), "entities_json[3]");
+        assert_eq!(renamed("entities_x", check_field), "entities_x");
+        assert_eq!(renamed("principal", check_field), "principal");
+        assert_eq!(renamed("requests", batch_field), "items");
+        assert_eq!(
+            renamed("requests[2].context", batch_field),
+            "items[2].context_json"
+        );
+        assert_eq!(
+            renamed("requests[2].action", batch_field),
+            "items[2].action"
+        );
+        assert_eq!(renamed("requests[2].request", batch_field), "items[2]");
+        assert_eq!(renamed("entities[0]", batch_field), "entities_json[0]");
+        assert_eq!(renamed("requests", allowed_actions_field), "actions");
+        assert_eq!(
+            renamed("requests[1].action", allowed_actions_field),
+            "actions[1]"
+        );
+        assert_eq!(
+            renamed("requests[1].request", allowed_actions_field),
+            "actions[1]"
+        );
+        assert_eq!(
+            renamed("requests[0].principal", allowed_actions_field),
+            "principal"
+        );
+        assert_eq!(
+            renamed("requests[0].context", allowed_actions_field),
+            "context_json"
+        );
+        let err = wire_field(
+            Error::invalid("context", "must be a JSON object"),
+            check_field,
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid context_json: must be a JSON object"
+        );
+        let kept = wire_field(Error::NotFound("x".into()), check_field);
+        assert_eq!(kept.field(), None);
     }
 
     #[test]

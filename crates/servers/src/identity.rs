@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{json_object, page_info, page_request, ttl, user_status};
 use crate::proto::identity::v1 as pb;
 use crate::proto::identity::v1::identity_service_server::{IdentityService, IdentityServiceServer};
-use crate::status::to_status;
+use crate::status::reply;
 
 /// The full gRPC name of the identity service, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = pb::identity_service_server::SERVICE_NAME;
@@ -35,11 +35,6 @@ impl IdentityGrpc {
     pub fn into_server(self) -> IdentityServiceServer<Self> {
         IdentityServiceServer::new(self)
     }
-}
-
-/// Maps a library result to a gRPC reply.
-fn reply<T>(result: Result<T>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(|e| to_status(&e))
 }
 
 fn tenant_id(field: &str, value: &str) -> Result<TenantId> {

@@ -3,10 +3,11 @@
 //!
 //! Each service has one entry point that takes a bound listener, the library object it
 //! wraps and a shutdown future, so the binary and the tests start services the same
-//! way: [`run_identity`] serves `tenancy.identity.v1.IdentityService` (plus
-//! `grpc.health.v1.Health` and server reflection) over an
-//! [`Identity`](tenancy_core::identity::Identity). [`serve::serve`] starts the services
-//! a [`config::Settings`] asks for.
+//! way: [`run_identity`] serves `tenancy.identity.v1.IdentityService` over an
+//! [`Identity`](tenancy_core::identity::Identity), [`run_policy`] serves
+//! `tenancy.policy.v1.PolicyService` over an [`Authz`](tenancy_authz::Authz) (built by
+//! [`serve::policy_engine`]), each with `grpc.health.v1.Health` and server reflection.
+//! [`serve::serve`] starts the services a [`config::Settings`] asks for.
 //!
 //! Handlers hold no business logic: they parse the request (bad input is
 //! `INVALID_ARGUMENT` naming the field), call one library method and map the result;
@@ -17,6 +18,8 @@ pub mod config;
 mod convert;
 mod error;
 pub mod identity;
+pub mod limit;
+pub mod policy;
 pub mod proto;
 pub mod serve;
 pub mod status;
@@ -24,4 +27,4 @@ pub mod store;
 
 pub use auth::AdminAuth;
 pub use error::Error;
-pub use serve::run_identity;
+pub use serve::{run_identity, run_policy};

@@ -17,6 +17,14 @@ pub mod identity {
     }
 }
 
+/// The policy API (`tenancy.policy.v1`).
+pub mod policy {
+    /// Version 1 of the policy API.
+    pub mod v1 {
+        tonic::include_proto!("tenancy.policy.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every tenancy proto file and its imports, as
 /// served by gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

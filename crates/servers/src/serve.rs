@@ -1,20 +1,23 @@
-//! Starting services: [`run_identity`] runs the identity gRPC server on a bound
-//! listener; [`serve`] starts every service a [`Settings`] asks for, in one process,
-//! until a shutdown signal.
+//! Starting services: [`run_identity`] and [`run_policy`] run the identity and policy
+//! gRPC servers on a bound listener; [`serve`] starts every service a [`Settings`] asks
+//! for, in one process, until a shutdown signal.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use tenancy_authz::{Authz, IdentityEntities, PolicyStore};
 use tenancy_core::identity::Identity;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::{ServiceName, Settings};
 use crate::identity::{IdentityGrpc, SERVICE_NAME as IDENTITY_SERVICE_NAME};
+use crate::policy::{PolicyGrpc, SERVICE_NAME as POLICY_SERVICE_NAME};
 use crate::proto::identity::v1::identity_service_server::IdentityServiceServer;
 use crate::{AdminAuth, Error, proto, store};
 
@@ -56,9 +59,65 @@ pub async fn run_identity(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(identity_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Serves the policy gRPC API on `listener` until `shutdown` completes, then stops
+/// accepting calls and waits for the calls in flight.
+///
+/// Besides `tenancy.policy.v1.PolicyService` (guarded by `auth`, requests limited to
+/// [`crate::policy::MAX_REQUEST_BYTES`]), the server answers `grpc.health.v1.Health`
+/// (the policy service reports `SERVING` until shutdown starts) and gRPC server
+/// reflection, both without authentication.
+pub async fn run_policy(
+    listener: TcpListener,
+    authz: Arc<Authz>,
+    auth: AdminAuth,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(POLICY_SERVICE_NAME, ServingStatus::Serving)
+        .await;
+
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let policy_service = PolicyGrpc::new(authz).into_server(auth);
+
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("policy service shutting down");
+        health
+            .set_service_status(POLICY_SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+    };
+
+    Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(policy_service)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The policy engine of a deployment: decisions over `store`, with `User::"<user id>"`
+/// principals and their roles loaded from `identity` (the identity store of the same
+/// database).
+#[must_use]
+pub fn policy_engine(store: Arc<dyn PolicyStore>, identity: &Identity) -> Authz {
+    Authz::new(store).with_entity_provider(Arc::new(IdentityEntities::new(identity.clone())))
+}
+
+/// The connections `listener` accepts, with `TCP_NODELAY` set: a reply goes out at
+/// once instead of waiting for the client's acknowledgement (Nagle's algorithm).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Reflection over the tenancy protos and the health protocol.
@@ -101,7 +160,8 @@ pub fn admin_auth(settings: &Settings) -> Result<AdminAuth, Error> {
 ///
 /// Refuses to start without an admin token unless `insecure_dev` is set. Opens the
 /// database and applies its migrations first, and binds every listener before serving,
-/// so a taken port or a bad URL fails before anything is served.
+/// so a taken port or a bad URL fails before anything is served. The services share
+/// the database: the policy service loads principals from the identity store.
 pub async fn serve(
     settings: &Settings,
     services: &[ServiceName],
@@ -109,8 +169,13 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let services = ServiceName::selected(services);
     let auth = admin_auth(settings)?;
-    let identity_store = store::open_identity_store(&settings.database_url).await?;
-    let identity = Identity::new(identity_store);
+    let stores = store::open_stores(&settings.database_url).await?;
+    let identity = Identity::new(stores.identity);
+    let authz = if services.contains(&ServiceName::Policy) {
+        Some(Arc::new(policy_engine(stores.policies, &identity)))
+    } else {
+        None
+    };
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -118,6 +183,7 @@ pub async fn serve(
     for service in &services {
         let addr = match service {
             ServiceName::Identity => settings.identity_addr,
+            ServiceName::Policy => settings.policy_addr,
         };
         listeners.push((*service, bind(addr).await?));
     }
@@ -134,6 +200,11 @@ pub async fn serve(
                     auth.clone(),
                     shutdown,
                 ));
+            }
+            ServiceName::Policy => {
+                if let Some(authz) = &authz {
+                    tasks.spawn(run_policy(listener, authz.clone(), auth.clone(), shutdown));
+                }
             }
         }
     }

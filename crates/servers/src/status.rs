@@ -74,6 +74,11 @@ pub fn to_status(err: &Error) -> Status {
     Status::with_details(code, message, Bytes::from(envelope.encode_to_vec()))
 }
 
+/// A library result as a gRPC reply.
+pub(crate) fn reply<T>(result: Result<T, Error>) -> Result<tonic::Response<T>, Status> {
+    result.map(tonic::Response::new).map_err(|e| to_status(&e))
+}
+
 /// The gRPC code of an error kind.
 #[must_use]
 pub fn code_of(kind: ErrorKind) -> Code {

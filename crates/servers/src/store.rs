@@ -1,8 +1,11 @@
-//! Opening the store a database URL names, with its migrations applied.
+//! Opening the stores a database URL names, with their migrations applied.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tenancy_authz::PolicyStore;
+use tenancy_authz::memory::MemoryPolicyStore;
+use tenancy_authz::sql::{migrate_postgres, migrate_sqlite};
 use tenancy_core::identity::IdentityStore;
 use tenancy_core::memory::MemoryStore;
 use tenancy_core::postgres::PgStore;
@@ -36,25 +39,46 @@ impl Backend {
     }
 }
 
-/// Connects to the identity store `url` names and applies its migrations.
+/// The stores of every service, in one database.
+#[derive(Clone)]
+pub struct Stores {
+    /// Tenants, users, memberships, invitations.
+    pub identity: Arc<dyn IdentityStore>,
+    /// Tenants' policy versions.
+    pub policies: Arc<dyn PolicyStore>,
+}
+
+/// Connects to the database `url` names (one pool shared by every store) and applies
+/// every domain's migrations.
 ///
 /// For a SQLite file, the file and its directory are created first if absent.
-pub async fn open_identity_store(url: &str) -> Result<Arc<dyn IdentityStore>, Error> {
-    let store: Arc<dyn IdentityStore> = match Backend::of(url)? {
+pub async fn open_stores(url: &str) -> Result<Stores, Error> {
+    let stores = match Backend::of(url)? {
         Backend::Sqlite => {
             prepare_sqlite_file(url)?;
-            let store = SqliteStore::connect(url).await?;
+            let store = Arc::new(SqliteStore::connect(url).await?);
             store.migrate().await?;
-            Arc::new(store)
+            migrate_sqlite(&store).await?;
+            Stores {
+                identity: store.clone(),
+                policies: store,
+            }
         }
         Backend::Postgres => {
-            let store = PgStore::connect(url).await?;
+            let store = Arc::new(PgStore::connect(url).await?);
             store.migrate().await?;
-            Arc::new(store)
+            migrate_postgres(&store).await?;
+            Stores {
+                identity: store.clone(),
+                policies: store,
+            }
         }
-        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Memory => Stores {
+            identity: Arc::new(MemoryStore::new()),
+            policies: Arc::new(MemoryPolicyStore::new()),
+        },
     };
-    Ok(store)
+    Ok(stores)
 }
 
 /// Applies the migrations of the database `url` names and, for PostgreSQL, grants the
@@ -69,11 +93,14 @@ pub async fn migrate(url: &str, grant_to: Option<&str>) -> Result<Backend, Error
     match backend {
         Backend::Sqlite => {
             prepare_sqlite_file(url)?;
-            SqliteStore::connect(url).await?.migrate().await?;
+            let store = SqliteStore::connect(url).await?;
+            store.migrate().await?;
+            migrate_sqlite(&store).await?;
         }
         Backend::Postgres => {
             let store = PgStore::connect(url).await?;
             store.migrate().await?;
+            migrate_postgres(&store).await?;
             if let Some(role) = grant_to {
                 store.grant_app_role(role).await?;
             }
@@ -172,6 +199,23 @@ mod tests {
         std::fs::write(&path, b"x").unwrap();
         prepare_sqlite_file(&format!("sqlite://{}", path.display())).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"x");
+    }
+
+    #[tokio::test]
+    async fn stores_open_for_embedded_backends_and_refuse_others() {
+        for url in ["memory:", "sqlite::memory:"] {
+            let stores = open_stores(url).await.unwrap();
+            assert_eq!(
+                stores
+                    .policies
+                    .latest_version(tenancy_core::TenantId::new())
+                    .await
+                    .unwrap(),
+                0
+            );
+        }
+        let err = open_stores("mysql://h/db").await.err().unwrap();
+        assert!(err.to_string().contains("`mysql://h/db`"), "{err}");
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
-//! The servers, end to end: the identity gRPC service in process over a real TCP
-//! socket (memory store), and the `tenancy` binary as an operator runs it.
+//! The servers, end to end: the identity and policy gRPC services in process over real
+//! TCP sockets (memory stores), and the `tenancy` binary as an operator runs it.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,3 +15,5 @@ mod support;
 mod binary;
 #[path = "servers/identity.rs"]
 mod identity;
+#[path = "servers/policy.rs"]
+mod policy;

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 use tenancy_servers::config::FileConfig;
 use tenancy_servers::proto::identity::v1 as pb;
 use tenancy_servers::proto::identity::v1::get_tenant_request::Lookup;
+use tenancy_servers::proto::policy::v1 as policy_pb;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::support::{IDENTITY_SERVICE, connect, create_tenant, health, identity_client};
+use crate::support::{
+    IDENTITY_SERVICE, POLICY_SERVICE, connect, create_tenant, health, identity_client,
+    policy_client,
+};
 
 const TOKEN: &str = "t";
 
@@ -30,19 +34,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
 /// A running `tenancy serve`; killed on drop if still running.
 struct Running {
     child: Child,
+    /// Where the identity service listens (if it runs).
     addr: SocketAddr,
+    /// Where the policy service listens (if it runs).
+    policy_addr: SocketAddr,
     log: PathBuf,
 }
 
 impl Running {
+    /// `tenancy serve` with every service.
     fn spawn(database_url: &str, log: &Path) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::spawn_services(database_url, log, &[])
+    }
+
+    /// `tenancy serve SERVICES...`.
+    fn spawn_services(database_url: &str, log: &Path, services: &[&str]) -> Self {
+        let (addr, policy_addr) = (free_addr(), free_addr());
         let child = tenancy()
-            .args(["serve", "--database-url", database_url])
+            .arg("serve")
+            .args(services)
+            .args(["--database-url", database_url])
             .args(["--identity-addr", &addr.to_string()])
+            .args(["--policy-addr", &policy_addr.to_string()])
             .args(["--admin-token", TOKEN])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
@@ -51,6 +71,7 @@ impl Running {
         Self {
             child,
             addr,
+            policy_addr,
             log: log.to_owned(),
         }
     }
@@ -61,13 +82,23 @@ impl Running {
 
     /// Waits until the identity service reports `SERVING`.
     async fn wait_until_serving(&mut self) -> tonic::transport::Channel {
+        self.wait_for(self.addr, IDENTITY_SERVICE).await
+    }
+
+    /// Waits until the policy service reports `SERVING`.
+    async fn wait_until_policy_serving(&mut self) -> tonic::transport::Channel {
+        self.wait_for(self.policy_addr, POLICY_SERVICE).await
+    }
+
+    /// Waits until `service` at `addr` reports `SERVING`.
+    async fn wait_for(&mut self, addr: SocketAddr, service: &str) -> tonic::transport::Channel {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("tenancy exited early with {status}; log:\n{}", self.log());
             }
-            if let Ok(channel) = connect(self.addr).await
-                && let Ok(ServingStatus::Serving) = health(channel.clone(), IDENTITY_SERVICE).await
+            if let Ok(channel) = connect(addr).await
+                && let Ok(ServingStatus::Serving) = health(channel.clone(), service).await
             {
                 return channel;
             }
@@ -136,8 +167,88 @@ async fn serve_and_create(database_url: &str, log: &Path, slug: &str) -> pb::Ten
         .await
         .unwrap_err();
     assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    // `tenancy serve` runs the policy service too.
+    let policy = server.wait_until_policy_serving().await;
+    assert_eq!(
+        health(policy, POLICY_SERVICE).await.unwrap(),
+        ServingStatus::Serving
+    );
     server.terminate().await;
     created
+}
+
+/// A check of `principal` viewing `resource` in `tenant`, with no entities.
+fn view_check(tenant: &str, principal: &str, resource: &str) -> policy_pb::CheckPermissionRequest {
+    policy_pb::CheckPermissionRequest {
+        tenant_id: tenant.to_owned(),
+        principal: principal.to_owned(),
+        action: "Action::\"view\"".into(),
+        resource: resource.to_owned(),
+        context_json: String::new(),
+        entities_json: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn binary_serves_policy_alone_and_answers_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let mut server = Running::spawn_services(&url, &dir.path().join("policy.log"), &["policy"]);
+    let channel = server.wait_until_policy_serving().await;
+    let mut client = policy_client(channel.clone(), Some(TOKEN));
+    let tenant = tenancy_core::TenantId::new().to_string();
+    let written = client
+        .create_policy(policy_pb::CreatePolicyRequest {
+            tenant_id: tenant.clone(),
+            expected_version: 0,
+            policy_id: "view-d1".into(),
+            text: "permit(principal, action == Action::\"view\", resource == Document::\"d1\");"
+                .into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .new_version
+        .unwrap();
+    assert_eq!(written.version, 1);
+    let allowed = client
+        .check_permission(view_check(&tenant, "User::\"u\"", "Document::\"d1\""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(allowed.allowed);
+    assert_eq!(allowed.determining_policies, ["view-d1"]);
+    assert_eq!(allowed.policy_version, 1);
+    let denied = client
+        .check_permission(view_check(&tenant, "User::\"u\"", "Document::\"d2\""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!denied.allowed);
+    let unauthenticated = policy_client(channel, None)
+        .check_permission(view_check(&tenant, "User::\"u\"", "Document::\"d1\""))
+        .await
+        .unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    // Only the policy service runs.
+    assert!(
+        connect(server.addr).await.is_err(),
+        "identity is not served"
+    );
+    server.terminate().await;
+
+    // Policies persist in the database: a restarted server answers the same.
+    let mut again = Running::spawn_services(&url, &dir.path().join("policy-2.log"), &["policy"]);
+    let channel = again.wait_until_policy_serving().await;
+    let after = policy_client(channel, Some(TOKEN))
+        .check_permission(view_check(&tenant, "User::\"u\"", "Document::\"d1\""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.allowed);
+    assert_eq!(after.policy_version, 1);
+    again.terminate().await;
 }
 
 #[tokio::test]
@@ -220,6 +331,7 @@ fn binary_settings_come_from_flag_then_env_then_file_then_default() {
         r#"
             database_url = "sqlite://from-file.db"
             identity_addr = "127.0.0.1:1111"
+            policy_addr = "127.0.0.1:1112"
             admin_token = "file-token"
             log_format = "json"
         "#,
@@ -229,6 +341,7 @@ fn binary_settings_come_from_flag_then_env_then_file_then_default() {
         .env("TENANCY_CONFIG", &file)
         .env("TENANCY_DATABASE_URL", "sqlite://from-env.db")
         .env("TENANCY_IDENTITY_ADDR", "127.0.0.1:2222")
+        .env("TENANCY_POLICY_ADDR", "127.0.0.1:2223")
         .args(["show-config", "--database-url", "memory:"])
         .output()
         .unwrap();
@@ -243,6 +356,7 @@ fn binary_settings_come_from_flag_then_env_then_file_then_default() {
     assert_eq!(shown.database_url.as_deref(), Some("memory:"));
     // env > file
     assert_eq!(shown.identity_addr, Some("127.0.0.1:2222".parse().unwrap()));
+    assert_eq!(shown.policy_addr, Some("127.0.0.1:2223".parse().unwrap()));
     // file > default, and the token is never printed
     assert_eq!(shown.admin_token.as_deref(), Some("<redacted>"));
     assert!(!stdout.contains("file-token"), "{stdout}");
@@ -399,6 +513,29 @@ async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
         .unwrap()
         .into_inner();
     assert_eq!(mine.memberships, members.memberships);
+
+    // The policy service of the same process loads the user and its roles from
+    // PostgreSQL (as the application role, through row-level security).
+    let mut policy = policy_client(server.wait_until_policy_serving().await, Some(TOKEN));
+    policy
+        .create_policy(policy_pb::CreatePolicyRequest {
+            tenant_id: tenant.id.clone(),
+            expected_version: 0,
+            policy_id: "admins-view".into(),
+            text: "permit(principal in Role::\"admin\", action == Action::\"view\", resource);"
+                .into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let principal = format!("User::\"{}\"", user.id);
+    let decision = policy
+        .check_permission(view_check(&tenant.id, &principal, "Document::\"d1\""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(decision.allowed, "{decision:?}");
+    assert_eq!(decision.determining_policies, ["admins-view"]);
     server.terminate().await;
 
     admin

@@ -6,14 +6,12 @@ use tenancy_servers::proto::identity::v1 as pb;
 use tenancy_servers::proto::identity::v1::{get_tenant_request, get_user_request};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::support::{
     ADMIN_TOKEN, Client, IDENTITY_SERVICE, TestServer, assert_code, assert_invalid, create_tenant,
-    create_user, health,
+    create_user, health, reflect,
 };
 
 async fn get_tenant(client: &mut Client, lookup: get_tenant_request::Lookup) -> pb::Tenant {
@@ -793,33 +791,15 @@ async fn health_reports_serving_without_a_token() {
     server.stop().await;
 }
 
-/// Sends one reflection request and returns its answer.
-async fn reflect(server: &TestServer, request: MessageRequest) -> MessageResponse {
-    let mut client = ServerReflectionClient::new(server.channel.clone());
-    let outbound = tokio_stream::iter([ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    }]);
-    let mut inbound = client
-        .server_reflection_info(outbound)
-        .await
-        .unwrap()
-        .into_inner();
-    inbound
-        .message()
-        .await
-        .unwrap()
-        .unwrap()
-        .message_response
-        .unwrap()
-}
-
 #[tokio::test]
 async fn reflection_describes_the_identity_service() {
     let server = TestServer::start().await;
 
-    let MessageResponse::ListServicesResponse(list) =
-        reflect(&server, MessageRequest::ListServices(String::new())).await
+    let MessageResponse::ListServicesResponse(list) = reflect(
+        server.channel.clone(),
+        MessageRequest::ListServices(String::new()),
+    )
+    .await
     else {
         panic!("not a list of services");
     };
@@ -829,7 +809,7 @@ async fn reflection_describes_the_identity_service() {
 
     // The descriptors resolve, imports included, so tools like grpcurl can call it.
     let MessageResponse::FileDescriptorResponse(files) = reflect(
-        &server,
+        server.channel.clone(),
         MessageRequest::FileContainingSymbol(IDENTITY_SERVICE.into()),
     )
     .await
@@ -838,7 +818,7 @@ async fn reflection_describes_the_identity_service() {
     };
     assert!(!files.file_descriptor_proto.is_empty());
     let MessageResponse::FileDescriptorResponse(files) = reflect(
-        &server,
+        server.channel.clone(),
         MessageRequest::FileByFilename("tenancy/common/v1/common.proto".into()),
     )
     .await
