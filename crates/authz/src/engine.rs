@@ -273,12 +273,16 @@ impl Authz {
         request: &CheckRequest,
     ) -> Result<Decision> {
         let compiled = self.compiled(tenant).await?;
-        let key = DecisionKey::new(tenant, compiled.version, request);
-        if let Some(cache) = &self.decisions
-            && let Some(hit) = cache.get(&key).await?
-        {
-            return Ok(hit);
-        }
+        let key = match &self.decisions {
+            Some(cache) => {
+                let key = DecisionKey::new(tenant, compiled.version, request);
+                if let Some(hit) = cache.get(&key).await? {
+                    return Ok(hit);
+                }
+                Some((cache, key))
+            }
+            None => None,
+        };
         let schema = compiled.schema.as_ref();
         let parsed = parse_item(
             schema,
@@ -296,7 +300,7 @@ impl Authz {
             )
             .await?;
         let decision = self.evaluate(&compiled, &parsed.request, &entities);
-        if let Some(cache) = &self.decisions {
+        if let Some((cache, key)) = key {
             cache.put(&key, &decision).await?;
         }
         Ok(decision)

@@ -211,3 +211,117 @@ fn generated_cases_cover_every_outcome() {
         "{allowed} {denied} {forbidden} {errors}"
     );
 }
+
+/// With a schema, `action in [...]` and action groups are resolved through the
+/// schema's action hierarchy: the engine (which evaluates per-action slices of the
+/// policy set) must still agree with the raw authorizer on the whole set.
+const GROUP_SCHEMA: &str = r#"
+entity Folder;
+entity Document in [Folder] { owner: User, public: Bool };
+action "readOnly";
+action "writeAll";
+action view in ["readOnly"] appliesTo { principal: User, resource: Document };
+action comment in ["readOnly", "writeAll"] appliesTo { principal: User, resource: Document };
+action edit in ["writeAll"] appliesTo { principal: User, resource: Document };
+action delete appliesTo { principal: User, resource: Document };
+"#;
+
+const GROUP_POLICIES: &[(&str, &str)] = &[
+    (
+        "readers",
+        r#"permit(principal in Role::"viewer", action in Action::"readOnly", resource);"#,
+    ),
+    (
+        "writers",
+        r#"permit(principal in Role::"editor", action in [Action::"writeAll", Action::"delete"], resource in Folder::"shared");"#,
+    ),
+    (
+        "owners",
+        r#"permit(principal, action, resource) when { resource.owner == principal };"#,
+    ),
+    (
+        "no-delete-public",
+        r#"forbid(principal, action == Action::"delete", resource) when { resource.public };"#,
+    ),
+    (
+        "comment-public",
+        r#"permit(principal, action in [Action::"comment"], resource) when { resource.public };"#,
+    ),
+];
+
+prop_compose! {
+    fn group_case()(principal in prop::sample::select(vec!["alice", "bob", "carol"]),
+                    roles in prop::collection::vec(prop::collection::btree_set(prop::sample::select(vec!["viewer", "editor"]), 0..3), 3),
+                    action in prop::sample::select(vec!["view", "comment", "edit", "delete"]),
+                    owner in prop::sample::select(vec!["alice", "bob", "carol"]),
+                    public in any::<bool>(),
+                    shared in any::<bool>()) -> CheckRequest {
+        let users = ["alice", "bob", "carol"];
+        let mut entities: Vec<Value> = users.iter().zip(roles).map(|(u, rs)| json!({
+            "uid": uid("User", u), "attrs": {},
+            "parents": rs.iter().map(|r| uid("Role", r)).collect::<Vec<_>>() })).collect();
+        entities.extend(["viewer", "editor"].iter().map(|r| json!({ "uid": uid("Role", r), "attrs": {}, "parents": [] })));
+        entities.push(json!({ "uid": uid("Folder", "shared"), "attrs": {}, "parents": [] }));
+        entities.push(json!({ "uid": uid("Document", "d"), "attrs": { "owner": { "__entity": uid("User", owner) }, "public": public },
+                              "parents": if shared { vec![uid("Folder", "shared")] } else { vec![] } }));
+        CheckRequest {
+            principal: format!("User::\"{principal}\""),
+            action: format!("Action::\"{action}\""),
+            resource: "Document::\"d\"".into(),
+            context: Value::Null,
+            entities: Value::Array(entities),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_raw_cedar_with_action_groups(cases in prop::collection::vec(group_case(), 1..12)) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let schema = tenancy_authz::compile::compile(
+            &tenancy_authz::PolicySetDocument {
+                schema: Some(tenancy_authz::SchemaDocument::Cedar(GROUP_SCHEMA.into())),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap()
+        .schema
+        .unwrap();
+        let mut set = PolicySet::new();
+        for (id, text) in GROUP_POLICIES {
+            set.add(Policy::parse(Some(PolicyId::new(*id)), *text).unwrap()).unwrap();
+        }
+        rt.block_on(async {
+            let tenant = TenantId::new();
+            let engine = engine_with(false);
+            let mut v = engine
+                .set_schema(tenant, 0, Some(tenancy_authz::SchemaDocument::Cedar(GROUP_SCHEMA.into())))
+                .await
+                .unwrap()
+                .version;
+            for (id, text) in GROUP_POLICIES {
+                let doc = PolicyDocument { id: (*id).into(), text: (*text).into(), description: String::new() };
+                v = engine.create_policy(tenant, v, doc).await.unwrap().version;
+            }
+            for r in &cases {
+                let action = EntityUid::from_str(&r.action).unwrap();
+                let request = Request::new(
+                    EntityUid::from_str(&r.principal).unwrap(),
+                    action.clone(),
+                    EntityUid::from_str(&r.resource).unwrap(),
+                    Context::empty(),
+                    Some(&schema),
+                )
+                .unwrap();
+                let entities = Entities::from_json_value(r.entities.clone(), Some(&schema)).unwrap();
+                let raw = Decision::from_response(&Authorizer::new().is_authorized(&request, &set, &entities), 0);
+                let d = engine.is_authorized(tenant, r).await.unwrap();
+                prop_assert_eq!((d.allowed, d.determining_policies, d.errors), (raw.allowed, raw.determining_policies, raw.errors), "{:?}", r);
+            }
+            Ok(())
+        })?;
+    }
+}
