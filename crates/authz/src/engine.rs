@@ -398,24 +398,33 @@ impl Authz {
                 loaded.extend(provider.entities(tenant, &owned).await?);
             }
         }
-        let supplied = parse_entities(supplied, schema)?;
-        if loaded.is_empty() {
-            return Entities::from_entities(supplied, schema)
-                .map_err(|e| Error::invalid("entities", e.to_string()));
-        }
-        let authoritative: HashSet<EntityUid> = loaded.iter().map(Entity::uid).collect();
-        let mut all: HashMap<EntityUid, Entity> = HashMap::new();
-        for e in supplied
-            .into_iter()
-            .filter(|e| !authoritative.contains(&e.uid()))
+        let combine = |supplied: Vec<Entity>| -> Result<Entities> {
+            let entities = if loaded.is_empty() {
+                Entities::from_entities(supplied, schema)
+            } else {
+                let authoritative: HashSet<EntityUid> = loaded.iter().map(Entity::uid).collect();
+                let mut all: HashMap<EntityUid, Entity> = HashMap::new();
+                for e in supplied
+                    .into_iter()
+                    .filter(|e| !authoritative.contains(&e.uid()))
+                {
+                    all.insert(e.uid(), e);
+                }
+                for e in &loaded {
+                    all.insert(e.uid(), e.clone());
+                }
+                Entities::from_entities(all.into_values(), schema)
+            };
+            entities.map_err(|e| Error::invalid("entities", e.to_string()))
+        };
+        if let Some(fast) = fast_entities(supplied)
+            && let Ok(entities) = combine(fast)
         {
-            all.insert(e.uid(), e);
+            return Ok(entities);
         }
-        for e in loaded {
-            all.insert(e.uid(), e);
-        }
-        Entities::from_entities(all.into_values(), schema)
-            .map_err(|e| Error::invalid("entities", e.to_string()))
+        // Unusual forms, schema-directed shorthands, or invalid input: Cedar's parser
+        // decides (and words the error).
+        combine(parse_entities(supplied, schema)?)
     }
 
     // ----- policy administration -----
@@ -792,24 +801,55 @@ fn parse_item(
     let principal = parse_uid("principal", principal)?;
     let action = parse_uid("action", action)?;
     let resource = parse_uid("resource", resource)?;
-    let context = match context {
-        serde_json::Value::Null => Context::empty(),
-        v @ serde_json::Value::Object(_) => {
-            Context::from_json_value(v.clone(), schema.map(|s| (s, &action)))
-                .map_err(|e| Error::invalid("context", e.to_string()))?
-        }
+    let context_json = context;
+    let cedar_context = |v: &serde_json::Value| {
+        Context::from_json_value(v.clone(), schema.map(|s| (s, &action)))
+            .map_err(|e| Error::invalid("context", e.to_string()))
+    };
+    let (context, fast) = match context {
+        serde_json::Value::Null => (Context::empty(), false),
+        v @ serde_json::Value::Object(_) => match crate::json::context(v) {
+            Some(c) => (c, true),
+            None => (cedar_context(v)?, false),
+        },
         _ => return Err(Error::invalid("context", "must be a JSON object")),
     };
-    let request = Request::new(principal.clone(), action, resource.clone(), context, schema)
+    let build = |context: Context| {
+        Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            schema,
+        )
         .map_err(|e| {
             let d = diagnostic("request", "", &e);
             Error::invalid("request", d.message)
-        })?;
+        })
+    };
+    let request = match build(context) {
+        Ok(r) => r,
+        // The fast conversion may differ from Cedar's schema-directed reading (e.g. an
+        // extension value written as a plain string): let Cedar decide.
+        Err(_) if fast => build(cedar_context(context_json)?)?,
+        Err(e) => return Err(e),
+    };
     Ok(ParsedItem {
         principal,
         resource,
         request,
     })
+}
+
+/// Entities in Cedar's explicit JSON form, or `None` if any needs Cedar's parser.
+fn fast_entities(value: &serde_json::Value) -> Option<Vec<Entity>> {
+    match value {
+        serde_json::Value::Null => Some(Vec::new()),
+        serde_json::Value::Array(items) if items.len() <= MAX_ENTITIES => {
+            items.iter().map(crate::json::entity).collect()
+        }
+        _ => None,
+    }
 }
 
 fn parse_entities(

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod conformance;
 mod engine;
 mod entities;
+mod json;
 pub mod memory;
 pub mod model;
 #[cfg(feature = "redis")]
