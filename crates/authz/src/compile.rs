@@ -7,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, EntityUid, Policy, PolicyId, PolicySet, PolicySetError, Schema,
-    SchemaFragment, SlotId, Template, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Decision, Entities, EntityUid, Policy, PolicyId, PolicySet,
+    PolicySetError, PrincipalConstraint, Request, Response, Schema, SchemaFragment, SlotId,
+    Template, ValidationMode, Validator,
 };
 
 use crate::model::{PolicyDiagnostic, PolicySetDocument, SchemaDocument};
@@ -36,11 +37,72 @@ pub struct CompiledPolicies {
     pub policies: PolicySet,
     /// For each action some policy names in its scope, the policies that can apply to
     /// it: those naming it (or, with a schema, an action group containing it) plus
-    /// those whose scope allows any action.
-    by_action: HashMap<EntityUid, PolicySet>,
+    /// those whose scope allows any action; grouped by principal scope.
+    by_action: HashMap<EntityUid, Slice>,
     /// The policies whose scope allows any action: all that can apply to an action
     /// no policy names.
-    any_action: PolicySet,
+    any_action: Slice,
+}
+
+/// The principal part of a policy's scope, as an index key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PrincipalKey {
+    /// `principal`: any principal.
+    Any,
+    /// `principal == uid`.
+    Eq(EntityUid),
+    /// `principal in uid` (and `principal is T in uid`).
+    In(EntityUid),
+    /// `principal is T`.
+    Is(cedar_policy::EntityTypeName),
+}
+
+impl PrincipalKey {
+    fn of(constraint: PrincipalConstraint) -> Self {
+        match constraint {
+            PrincipalConstraint::Any => Self::Any,
+            PrincipalConstraint::Eq(u) => Self::Eq(u),
+            PrincipalConstraint::In(u) | PrincipalConstraint::IsIn(_, u) => Self::In(u),
+            PrincipalConstraint::Is(t) => Self::Is(t),
+        }
+    }
+}
+
+/// The policies of one action slice, grouped by principal scope.
+#[derive(Debug, Clone, Default)]
+struct Slice {
+    groups: HashMap<PrincipalKey, PolicySet>,
+}
+
+impl Slice {
+    /// The groups whose principal scope can admit `principal`: any, equal to it, of
+    /// its type, or `in` it or one of its ancestors. The others cannot be satisfied
+    /// and, their scope being checked first, cannot produce errors either.
+    fn candidates<'a>(
+        &'a self,
+        principal: Option<&EntityUid>,
+        entities: &Entities,
+    ) -> Vec<&'a PolicySet> {
+        let Some(p) = principal else {
+            return self.groups.values().collect();
+        };
+        let mut out = Vec::with_capacity(4);
+        let mut push = |key: &PrincipalKey| {
+            if let Some(set) = self.groups.get(key) {
+                out.push(set);
+            }
+        };
+        push(&PrincipalKey::Any);
+        push(&PrincipalKey::Eq(p.clone()));
+        push(&PrincipalKey::Is(p.type_name().clone()));
+        push(&PrincipalKey::In(p.clone()));
+        if let Some(ancestors) = entities.ancestors(p) {
+            for a in ancestors {
+                push(&PrincipalKey::In(a.clone()));
+            }
+        }
+        out
+    }
 }
 
 impl CompiledPolicies {
@@ -52,20 +114,73 @@ impl CompiledPolicies {
             schema: None,
             policies: PolicySet::new(),
             by_action: HashMap::new(),
-            any_action: PolicySet::new(),
+            any_action: Slice::default(),
         }
     }
 
-    /// The policies that can apply to a request for `action`. A policy whose action
-    /// scope excludes `action` is never satisfied and never evaluates its conditions
-    /// (the scope is checked first), so evaluating this slice gives exactly the
-    /// decision, determining policies and errors of the whole set — with less work.
+    /// Decides `request`, evaluating only the policies whose scope can admit it: those
+    /// of the request's action slice whose principal scope admits the principal. A
+    /// policy whose scope excludes the request is never satisfied and never evaluates
+    /// its conditions (Cedar checks the scope first), so the merged answer equals the
+    /// whole set's: denied with the satisfied forbids if any; otherwise allowed with
+    /// the satisfied permits if any; errors from every evaluated policy.
     #[must_use]
-    pub fn for_action(&self, action: Option<&EntityUid>) -> &PolicySet {
-        match action {
+    pub fn decide(
+        &self,
+        authorizer: &Authorizer,
+        request: &Request,
+        entities: &Entities,
+    ) -> Response {
+        let slice = match request.action() {
             Some(a) => self.by_action.get(a).unwrap_or(&self.any_action),
-            None => &self.policies,
+            None => return authorizer.is_authorized(request, &self.policies, entities),
+        };
+        let groups = slice.candidates(request.principal(), entities);
+        if let [only] = groups.as_slice() {
+            return authorizer.is_authorized(request, only, entities);
         }
+        let mut forbids = HashSet::new();
+        let mut permits = HashSet::new();
+        let mut errors = Vec::new();
+        for group in groups {
+            let response = authorizer.is_authorized(request, group, entities);
+            let reasons = response.diagnostics().reason().cloned();
+            if response.decision() == Decision::Allow {
+                permits.extend(reasons);
+            } else {
+                forbids.extend(reasons);
+            }
+            errors.extend(response.diagnostics().errors().cloned());
+        }
+        if !forbids.is_empty() {
+            Response::new(Decision::Deny, forbids, errors)
+        } else if !permits.is_empty() {
+            Response::new(Decision::Allow, permits, errors)
+        } else {
+            Response::new(Decision::Deny, HashSet::new(), errors)
+        }
+    }
+
+    /// The ids of the policies [`CompiledPolicies::decide`] evaluates for `request`.
+    #[must_use]
+    pub fn candidate_ids(&self, request: &Request, entities: &Entities) -> Vec<String> {
+        let slice = match request.action() {
+            Some(a) => self.by_action.get(a).unwrap_or(&self.any_action),
+            None => {
+                return self
+                    .policies
+                    .policies()
+                    .map(|p| p.id().to_string())
+                    .collect();
+            }
+        };
+        let mut ids: Vec<String> = slice
+            .candidates(request.principal(), entities)
+            .into_iter()
+            .flat_map(|set| set.policies().map(|p| p.id().to_string()))
+            .collect();
+        ids.sort();
+        ids
     }
 }
 
@@ -114,11 +229,12 @@ fn add_policy(
     added.map_err(|e| e.to_string())
 }
 
-/// Splits `set` by the actions its policies admit (see [`CompiledPolicies::for_action`]).
+/// Splits `set` by the actions its policies admit, then by principal scope (see
+/// [`CompiledPolicies::decide`]).
 fn slice_by_action(
     set: &PolicySet,
     schema: Option<&Schema>,
-) -> Result<(HashMap<EntityUid, PolicySet>, PolicySet), String> {
+) -> Result<(HashMap<EntityUid, Slice>, Slice), String> {
     let groups = schema.and_then(|s| {
         let entities = s.action_entities().ok()?;
         Some(
@@ -146,8 +262,8 @@ fn slice_by_action(
             )
         })
         .collect();
-    let mut any = Vec::new();
-    let mut named: Vec<(&Policy, HashSet<EntityUid>)> = Vec::new();
+    let mut any: Vec<&Policy> = Vec::new();
+    let mut by_action: HashMap<EntityUid, Vec<&Policy>> = HashMap::new();
     for policy in set.policies() {
         let admitted = match policy.template_id() {
             Some(t) => template_actions.get(t).cloned().flatten(),
@@ -155,28 +271,26 @@ fn slice_by_action(
         };
         match admitted {
             None => any.push(policy),
-            Some(actions) => named.push((policy, actions)),
-        }
-    }
-    let mut any_action = PolicySet::new();
-    for p in &any {
-        add_policy(&mut any_action, p, &templates)?;
-    }
-    let mut by_action: HashMap<EntityUid, PolicySet> = HashMap::new();
-    for (_, actions) in &named {
-        for action in actions {
-            by_action
-                .entry(action.clone())
-                .or_insert_with(|| any_action.clone());
-        }
-    }
-    for (policy, actions) in &named {
-        for action in actions {
-            if let Some(slice) = by_action.get_mut(action) {
-                add_policy(slice, policy, &templates)?;
+            Some(actions) => {
+                for action in actions {
+                    by_action.entry(action).or_default().push(policy);
+                }
             }
         }
     }
+    let build = |policies: &[&Policy]| -> Result<Slice, String> {
+        let mut slice = Slice::default();
+        for policy in any.iter().chain(policies) {
+            let key = PrincipalKey::of(policy.principal_constraint());
+            add_policy(slice.groups.entry(key).or_default(), policy, &templates)?;
+        }
+        Ok(slice)
+    };
+    let any_action = build(&[])?;
+    let by_action = by_action
+        .into_iter()
+        .map(|(action, policies)| Ok((action, build(&policies)?)))
+        .collect::<Result<HashMap<_, _>, String>>()?;
     Ok((by_action, any_action))
 }
 
@@ -410,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn policies_are_sliced_by_the_actions_they_admit() {
+    fn only_policies_whose_scope_can_admit_the_request_are_candidates() {
         let schema = "entity Document; action \"read\"; action view in [\"read\"] appliesTo { principal: User, resource: Document }; action list in [\"read\"] appliesTo { principal: User, resource: Document }; action delete appliesTo { principal: User, resource: Document };";
         let d = doc(
             Some(schema),
@@ -424,27 +538,38 @@ mod tests {
                     "permit(principal, action == Action::\"delete\", resource);",
                 ),
                 (
-                    "anything",
+                    "admins",
                     "permit(principal in Role::\"admin\", action, resource);",
+                ),
+                (
+                    "bob",
+                    "permit(principal == User::\"bob\", action == Action::\"view\", resource);",
                 ),
             ],
         );
         let c = compile(&d, 1).unwrap();
-        let ids = |action: &str| {
-            let uid = EntityUid::from_str(&format!("Action::\"{action}\"")).unwrap();
-            let mut ids: Vec<String> = c
-                .for_action(Some(&uid))
-                .policies()
-                .map(|p| p.id().to_string())
-                .collect();
-            ids.sort();
-            ids
+        let entities = Entities::from_json_value(
+            serde_json::json!([{ "uid": { "type": "User", "id": "alice" }, "attrs": {}, "parents": [{ "type": "Role", "id": "admin" }] }]),
+            c.schema.as_ref(),
+        )
+        .unwrap();
+        let ids = |principal: &str, action: &str| {
+            let request = Request::new(
+                EntityUid::from_str(&format!("User::\"{principal}\"")).unwrap(),
+                EntityUid::from_str(&format!("Action::\"{action}\"")).unwrap(),
+                EntityUid::from_str("Document::\"d\"").unwrap(),
+                cedar_policy::Context::empty(),
+                None,
+            )
+            .unwrap();
+            c.candidate_ids(&request, &entities)
         };
-        assert_eq!(ids("view"), ["anything", "readers"]);
-        assert_eq!(ids("list"), ["anything", "readers"]);
-        assert_eq!(ids("delete"), ["anything", "deleters"]);
-        assert_eq!(ids("unknown"), ["anything"]);
-        assert_eq!(c.for_action(None).policies().count(), 3);
+        assert_eq!(ids("alice", "view"), ["admins", "readers"]);
+        assert_eq!(ids("bob", "view"), ["bob", "readers"]);
+        assert_eq!(ids("carol", "list"), ["readers"]);
+        assert_eq!(ids("alice", "delete"), ["admins", "deleters"]);
+        assert_eq!(ids("carol", "unknown"), Vec::<String>::new());
+        assert_eq!(ids("alice", "unknown"), ["admins"]);
     }
 
     #[test]

@@ -45,6 +45,11 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// mimalloc: measurably faster than the system allocator for the many small
+/// allocations of policy evaluation and gRPC framing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Load-tests `CheckPermission` of the policy service.

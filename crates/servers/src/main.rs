@@ -15,6 +15,11 @@ use tenancy_servers::config::{Cli, Command, LogFormat, Settings};
 use tenancy_servers::{Error, serve, store};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: measurably faster than the system allocator for the many small
+/// allocations of policy evaluation and gRPC framing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli.options) {
