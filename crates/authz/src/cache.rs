@@ -2,13 +2,13 @@
 //! the optional decision cache.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tenancy_core::{Result, TenantId};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
 
 use crate::compile::CompiledPolicies;
 use crate::engine::{CheckRequest, Decision};
@@ -144,20 +144,21 @@ impl DecisionKey {
     /// The key of `request` under `policy_version` of `tenant`.
     #[must_use]
     pub fn new(tenant: TenantId, policy_version: i64, request: &CheckRequest) -> Self {
-        let half = |seed: u64| {
-            let mut h = DefaultHasher::new();
-            seed.hash(&mut h);
-            request.principal.hash(&mut h);
-            request.action.hash(&mut h);
-            request.resource.hash(&mut h);
-            json_fingerprint(&request.context, seed).hash(&mut h);
-            json_fingerprint(&request.entities, seed).hash(&mut h);
-            h.finish()
-        };
+        let parts = [
+            xxh3_128(request.principal.as_bytes()),
+            xxh3_128(request.action.as_bytes()),
+            xxh3_128(request.resource.as_bytes()),
+            json_fingerprint(&request.context),
+            json_fingerprint(&request.entities),
+        ];
+        let mut bytes = [0_u8; 80];
+        for (chunk, part) in bytes.chunks_exact_mut(16).zip(parts) {
+            chunk.copy_from_slice(&part.to_le_bytes());
+        }
         Self {
             tenant,
             policy_version,
-            fingerprint: (u128::from(half(0x0123_4567)) << 64) | u128::from(half(0x89ab_cdef)),
+            fingerprint: xxh3_128(&bytes),
         }
     }
 
@@ -171,33 +172,43 @@ impl DecisionKey {
     }
 }
 
-/// A fingerprint of a JSON value in which the order of object keys does not count
-/// (objects combine their entries' fingerprints with a commutative sum).
-fn json_fingerprint(value: &serde_json::Value, seed: u64) -> u64 {
+/// Combines two fingerprints in order.
+fn mix(a: u128, b: u128) -> u128 {
+    let mut bytes = [0_u8; 32];
+    let (left, right) = bytes.split_at_mut(16);
+    left.copy_from_slice(&a.to_le_bytes());
+    right.copy_from_slice(&b.to_le_bytes());
+    xxh3_128(&bytes)
+}
+
+/// A 128-bit fingerprint (xxh3) of a JSON value in which the order of object keys does
+/// not count: an object sums its entries' fingerprints. Leaves are hashed with a
+/// different seed per kind, so `1`, `"1"` and `true` differ.
+fn json_fingerprint(value: &serde_json::Value) -> u128 {
     use serde_json::Value;
-    let mut h = DefaultHasher::new();
-    seed.hash(&mut h);
     match value {
-        Value::Null => 0_u8.hash(&mut h),
-        Value::Bool(b) => (1_u8, b).hash(&mut h),
-        Value::Number(n) => (2_u8, n.to_string()).hash(&mut h),
-        Value::String(s) => (3_u8, s).hash(&mut h),
-        Value::Array(items) => {
-            (4_u8, items.len()).hash(&mut h);
-            for item in items {
-                json_fingerprint(item, seed).hash(&mut h);
-            }
+        Value::Null => xxh3_128_with_seed(b"null", 1),
+        Value::Bool(b) => xxh3_128_with_seed(if *b { b"true" } else { b"false" }, 2),
+        Value::Number(n) => {
+            let bits = match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => i.to_le_bytes(),
+                (None, Some(u)) => u.to_le_bytes(),
+                (None, None) => n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes(),
+            };
+            xxh3_128_with_seed(&bits, 3)
         }
+        Value::String(s) => xxh3_128_with_seed(s.as_bytes(), 4),
+        Value::Array(items) => items.iter().fold(
+            xxh3_128_with_seed(&items.len().to_le_bytes(), 5),
+            |acc, item| mix(acc, json_fingerprint(item)),
+        ),
         Value::Object(map) => {
-            let entries = map.iter().fold(0_u64, |acc, (k, v)| {
-                let mut e = DefaultHasher::new();
-                (seed, k, json_fingerprint(v, seed)).hash(&mut e);
-                acc.wrapping_add(e.finish())
+            let entries = map.iter().fold(0_u128, |acc, (k, v)| {
+                acc.wrapping_add(mix(xxh3_128(k.as_bytes()), json_fingerprint(v)))
             });
-            (5_u8, map.len(), entries).hash(&mut h);
+            mix(xxh3_128_with_seed(&map.len().to_le_bytes(), 6), entries)
         }
     }
-    h.finish()
 }
 
 /// A cache of decisions. Entries may be dropped at any time; a hit must be a decision

@@ -257,9 +257,7 @@ impl Authz {
         request: &Request,
         entities: &Entities,
     ) -> Decision {
-        let response = self
-            .authorizer
-            .is_authorized(request, &compiled.policies, entities);
+        let response = compiled.decide(&self.authorizer, request, entities);
         Decision::from_response(&response, compiled.version)
     }
 
