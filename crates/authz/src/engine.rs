@@ -487,18 +487,8 @@ impl Authz {
         expected_version: i64,
         policy: PolicyDocument,
     ) -> Result<VersionInfo> {
-        check_document("policy", &policy)?;
-        self.write(
-            tenant,
-            expected_version,
-            format!("create policy `{}`", policy.id),
-            |doc| {
-                ensure_unused(doc, &policy.id)?;
-                doc.policies.insert(policy.id.clone(), policy);
-                Ok(())
-            },
-        )
-        .await
+        self.create_document(DocumentKind::Policy, tenant, expected_version, policy)
+            .await
     }
 
     /// Replaces a static policy; `NotFound` if there is none with its id.
@@ -508,21 +498,8 @@ impl Authz {
         expected_version: i64,
         policy: PolicyDocument,
     ) -> Result<VersionInfo> {
-        check_document("policy", &policy)?;
-        self.write(
-            tenant,
-            expected_version,
-            format!("update policy `{}`", policy.id),
-            |doc| {
-                let slot = doc
-                    .policies
-                    .get_mut(&policy.id)
-                    .ok_or_else(|| Error::not_found("policy", &policy.id))?;
-                *slot = policy;
-                Ok(())
-            },
-        )
-        .await
+        self.update_document(DocumentKind::Policy, tenant, expected_version, policy)
+            .await
     }
 
     /// Deletes a static policy; `NotFound` if there is none.
@@ -553,18 +530,8 @@ impl Authz {
         expected_version: i64,
         template: PolicyDocument,
     ) -> Result<VersionInfo> {
-        check_document("template", &template)?;
-        self.write(
-            tenant,
-            expected_version,
-            format!("create template `{}`", template.id),
-            |doc| {
-                ensure_unused(doc, &template.id)?;
-                doc.templates.insert(template.id.clone(), template);
-                Ok(())
-            },
-        )
-        .await
+        self.create_document(DocumentKind::Template, tenant, expected_version, template)
+            .await
     }
 
     /// Replaces a template; its links follow the new text.
@@ -574,20 +541,44 @@ impl Authz {
         expected_version: i64,
         template: PolicyDocument,
     ) -> Result<VersionInfo> {
-        check_document("template", &template)?;
-        self.write(
-            tenant,
-            expected_version,
-            format!("update template `{}`", template.id),
-            |doc| {
-                let slot = doc
-                    .templates
-                    .get_mut(&template.id)
-                    .ok_or_else(|| Error::not_found("template", &template.id))?;
-                *slot = template;
-                Ok(())
-            },
-        )
+        self.update_document(DocumentKind::Template, tenant, expected_version, template)
+            .await
+    }
+
+    async fn create_document(
+        &self,
+        kind: DocumentKind,
+        tenant: TenantId,
+        expected_version: i64,
+        document: PolicyDocument,
+    ) -> Result<VersionInfo> {
+        check_document(kind.name(), &document)?;
+        let change = format!("create {} `{}`", kind.name(), document.id);
+        self.write(tenant, expected_version, change, |doc| {
+            ensure_unused(doc, &document.id)?;
+            kind.documents(doc).insert(document.id.clone(), document);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_document(
+        &self,
+        kind: DocumentKind,
+        tenant: TenantId,
+        expected_version: i64,
+        document: PolicyDocument,
+    ) -> Result<VersionInfo> {
+        check_document(kind.name(), &document)?;
+        let change = format!("update {} `{}`", kind.name(), document.id);
+        self.write(tenant, expected_version, change, |doc| {
+            let slot = kind
+                .documents(doc)
+                .get_mut(&document.id)
+                .ok_or_else(|| Error::not_found(kind.name(), &document.id))?;
+            *slot = document;
+            Ok(())
+        })
         .await
     }
 
@@ -744,6 +735,32 @@ impl Authz {
         self.store.append(tenant, &record).await?;
         self.compiled.insert(tenant, Arc::new(compiled));
         Ok(record.info())
+    }
+}
+
+/// Static policies and templates are written the same way, into different maps.
+#[derive(Debug, Clone, Copy)]
+enum DocumentKind {
+    Policy,
+    Template,
+}
+
+impl DocumentKind {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Template => "template",
+        }
+    }
+
+    fn documents(
+        self,
+        doc: &mut PolicySetDocument,
+    ) -> &mut std::collections::BTreeMap<String, PolicyDocument> {
+        match self {
+            Self::Policy => &mut doc.policies,
+            Self::Template => &mut doc.templates,
+        }
     }
 }
 
