@@ -31,16 +31,6 @@ pub enum Error {
         "unsupported database url `{0}`: expected `sqlite:...`, `postgres://...`, `postgresql://...` or `memory:`"
     )]
     UnsupportedDatabase(String),
-    /// A file or directory could not be prepared.
-    #[error("cannot {action} `{}`: {source}", path.display())]
-    Io {
-        /// What was being done (`create directory`, `create database file`).
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// A listening socket could not be opened.
     #[error("cannot listen on `{addr}`: {source}")]
     Bind {

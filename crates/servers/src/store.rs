@@ -1,6 +1,5 @@
 //! Opening the stores a database URL names, with their migrations applied.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tenancy_authz::PolicyStore;
@@ -55,7 +54,6 @@ pub struct Stores {
 pub async fn open_stores(url: &str) -> Result<Stores, Error> {
     let stores = match Backend::of(url)? {
         Backend::Sqlite => {
-            prepare_sqlite_file(url)?;
             let store = Arc::new(SqliteStore::connect(url).await?);
             store.migrate().await?;
             migrate_sqlite(&store).await?;
@@ -92,7 +90,6 @@ pub async fn migrate(url: &str, grant_to: Option<&str>) -> Result<Backend, Error
     }
     match backend {
         Backend::Sqlite => {
-            prepare_sqlite_file(url)?;
             let store = SqliteStore::connect(url).await?;
             store.migrate().await?;
             migrate_sqlite(&store).await?;
@@ -108,47 +105,6 @@ pub async fn migrate(url: &str, grant_to: Option<&str>) -> Result<Backend, Error
         Backend::Memory => {}
     }
     Ok(backend)
-}
-
-/// The file a `sqlite:` URL names, or `None` for an in-memory database.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite:")?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let path = rest.split(['?', '#']).next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        None
-    } else {
-        Some(PathBuf::from(path))
-    }
-}
-
-/// Creates the database file of a `sqlite:` URL, and its directory, if absent (an
-/// empty file is a valid, empty SQLite database).
-fn prepare_sqlite_file(url: &str) -> Result<(), Error> {
-    let Some(path) = sqlite_path(url) else {
-        return Ok(());
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_dir(dir)?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|source| Error::Io {
-            action: "create database file",
-            path: path.clone(),
-            source,
-        })?;
-    Ok(())
-}
-
-fn create_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        action: "create directory",
-        path: dir.to_owned(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -174,31 +130,26 @@ mod tests {
         assert!(err.to_string().contains("`mysql://h/db`"), "{err}");
     }
 
-    #[test]
-    fn sqlite_paths() {
-        assert_eq!(
-            sqlite_path("sqlite://./data/t.db"),
-            Some("./data/t.db".into())
-        );
-        assert_eq!(
-            sqlite_path("sqlite:///tmp/x/t.db?mode=rwc"),
-            Some("/tmp/x/t.db".into())
-        );
-        assert_eq!(sqlite_path("sqlite:t.db"), Some("t.db".into()));
-        assert_eq!(sqlite_path("sqlite::memory:"), None);
-        assert_eq!(sqlite_path("sqlite://:memory:"), None);
-    }
-
-    #[test]
-    fn sqlite_file_and_directory_are_created() {
+    #[tokio::test]
+    async fn sqlite_file_and_directory_are_created_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/data/t.db");
-        prepare_sqlite_file(&format!("sqlite://{}", path.display())).unwrap();
+        let url = format!("sqlite://{}", path.display());
+        let tenant = tenancy_core::TenantId::new();
+        let stores = open_stores(&url).await.unwrap();
         assert!(path.is_file());
-        // Idempotent, and an existing file is kept as it is.
-        std::fs::write(&path, b"x").unwrap();
-        prepare_sqlite_file(&format!("sqlite://{}", path.display())).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        let doc = tenancy_authz::PolicyDocument {
+            id: "p".into(),
+            text: "permit(principal, action, resource);".into(),
+            description: String::new(),
+        };
+        tenancy_authz::Authz::new(stores.policies)
+            .create_policy(tenant, 0, doc)
+            .await
+            .unwrap();
+        // Opening again keeps what the file holds.
+        let again = open_stores(&url).await.unwrap();
+        assert_eq!(again.policies.latest_version(tenant).await.unwrap(), 1);
     }
 
     #[tokio::test]
