@@ -1061,3 +1061,106 @@ pub async fn identity_service(store: Arc<dyn IdentityStore>) {
         TenantStatus::Deleted
     );
 }
+
+/// The URL of a test backend from the environment variable `var`. When it is unset
+/// the test should skip: this prints why and returns `None` — unless
+/// `TENANCY_TEST_REQUIRE_BACKENDS=1` (CI), where a backend that cannot be tested is a
+/// failure.
+#[must_use]
+pub fn backend_url(var: &str, what: &str) -> Option<String> {
+    if let Ok(url) = std::env::var(var) {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("TENANCY_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"),
+        "{var} is unset but TENANCY_TEST_REQUIRE_BACKENDS=1"
+    );
+    eprintln!("skipped: {var} is unset, {what} not tested");
+    None
+}
+
+/// A PostgreSQL database of its own for one test, on the server
+/// `TENANCY_TEST_POSTGRES_URL` names (an admin URL), plus the application role
+/// [`PgTestDatabase::APP_ROLE`]: not a superuser, no BYPASSRLS, owning nothing. The
+/// test migrates it as the owner and grants the role, then works as the role.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct PgTestDatabase {
+    admin_url: String,
+    admin: sqlx::postgres::PgConnectOptions,
+    name: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PgTestDatabase {
+    /// The application role the tests connect as.
+    pub const APP_ROLE: &'static str = "tenancy_app_test";
+
+    /// Creates the database (and the role, if absent); `None` when the URL is unset
+    /// (see [`backend_url`]).
+    pub async fn create() -> Option<Self> {
+        use std::str::FromStr as _;
+
+        use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
+        let admin_url = backend_url("TENANCY_TEST_POSTGRES_URL", "PostgreSQL")?;
+        let admin = sqlx::postgres::PgConnectOptions::from_str(&admin_url).unwrap();
+        let name = format!("tenancy_test_{}", uuid::Uuid::now_v7().simple());
+        let mut server = sqlx::PgConnection::connect_with(&admin).await.unwrap();
+        server
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap();
+        server
+            .execute(AssertSqlSafe(format!(
+                "DO $$ BEGIN CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+                Self::APP_ROLE
+            )))
+            .await
+            .unwrap();
+        server.close().await.unwrap();
+        Some(Self {
+            admin_url,
+            admin,
+            name,
+        })
+    }
+
+    /// The admin URL the database was created from.
+    #[must_use]
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// The database's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connection options of the owner (the admin, in this database).
+    #[must_use]
+    pub fn owner_options(&self) -> sqlx::postgres::PgConnectOptions {
+        self.admin.clone().database(&self.name)
+    }
+
+    /// Connection options of [`PgTestDatabase::APP_ROLE`] in this database.
+    #[must_use]
+    pub fn app_options(&self) -> sqlx::postgres::PgConnectOptions {
+        self.owner_options().username(Self::APP_ROLE).password("")
+    }
+
+    /// Drops the database, closing its connections.
+    pub async fn drop_database(self) {
+        use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
+        let mut server = sqlx::PgConnection::connect_with(&self.admin).await.unwrap();
+        server
+            .execute(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .await
+            .unwrap();
+        server.close().await.unwrap();
+    }
+}

@@ -11,25 +11,21 @@
     reason = "tests"
 )]
 
-use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool, Row};
-use tenancy_core::conformance;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Row};
+use tenancy_core::conformance::{self, PgTestDatabase};
 use tenancy_core::identity::{Identity, IdentityStore, NewTenant, NewUser};
 use tenancy_core::memory::MemoryStore;
 use tenancy_core::postgres::PgStore;
 use tenancy_core::sqlite::SqliteStore;
 
-/// The role the PostgreSQL tests connect as: not a superuser, no BYPASSRLS, owns nothing.
-const APP_ROLE: &str = "tenancy_app_test";
-
 /// A store for one test, and what to tear down after it.
 struct TestStore {
     store: Arc<dyn IdentityStore>,
     _dir: Option<tempfile::TempDir>,
-    pg: Option<PgTestDb>,
+    pg: Option<PgTestDatabase>,
 }
 
 impl TestStore {
@@ -65,7 +61,7 @@ async fn sqlite() -> Option<TestStore> {
 }
 
 async fn postgres() -> Option<TestStore> {
-    let db = PgTestDb::create().await?;
+    let db = migrated_database().await?;
     let store = PgStore::connect_with(db.app_options()).await.unwrap();
     store.migrate().await.unwrap(); // as the app role: a no-op read, no DDL rights needed
     Some(TestStore {
@@ -75,73 +71,17 @@ async fn postgres() -> Option<TestStore> {
     })
 }
 
-/// A database of its own for one PostgreSQL test, migrated by the admin (the owner),
-/// used by [`APP_ROLE`].
-struct PgTestDb {
-    admin: PgConnectOptions,
-    name: String,
-}
-
-impl PgTestDb {
-    async fn create() -> Option<Self> {
-        let Ok(url) = std::env::var("TENANCY_TEST_POSTGRES_URL") else {
-            if std::env::var("TENANCY_TEST_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") {
-                panic!("TENANCY_TEST_POSTGRES_URL is unset but TENANCY_TEST_REQUIRE_BACKENDS=1");
-            }
-            eprintln!("skipped: TENANCY_TEST_POSTGRES_URL is unset, PostgreSQL backend not tested");
-            return None;
-        };
-        let admin = PgConnectOptions::from_str(&url).unwrap();
-        let name = format!("tenancy_test_{}", uuid::Uuid::now_v7().simple());
-        let server = admin_pool(&admin).await;
-        server
-            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-        server
-            .execute(AssertSqlSafe(format!(
-                "DO $$ BEGIN CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; \
-                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-            )))
-            .await
-            .unwrap();
-        server.close().await;
-        let db = Self { admin, name };
-        let owner = PgStore::connect_with(db.admin.clone().database(&db.name))
-            .await
-            .unwrap();
-        owner.migrate().await.unwrap();
-        owner.grant_app_role(APP_ROLE).await.unwrap();
-        owner.pool().close().await;
-        Some(db)
-    }
-
-    fn app_options(&self) -> PgConnectOptions {
-        self.admin
-            .clone()
-            .database(&self.name)
-            .username(APP_ROLE)
-            .password("")
-    }
-
-    async fn drop_database(self) {
-        let server = admin_pool(&self.admin).await;
-        server
-            .execute(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .await
-            .unwrap();
-    }
-}
-
-async fn admin_pool(options: &PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options.clone())
+/// A database of its own, migrated by the owner, which grants the application role.
+async fn migrated_database() -> Option<PgTestDatabase> {
+    let db = PgTestDatabase::create().await?;
+    let owner = PgStore::connect_with(db.owner_options()).await.unwrap();
+    owner.migrate().await.unwrap();
+    owner
+        .grant_app_role(PgTestDatabase::APP_ROLE)
         .await
-        .unwrap()
+        .unwrap();
+    owner.pool().close().await;
+    Some(db)
 }
 
 macro_rules! conformance_suite {
@@ -189,7 +129,7 @@ conformance_suite!(memory, sqlite, postgres);
 /// into another tenant are refused, and a pooled connection forgets the setting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rls_attack() {
-    let Some(db) = PgTestDb::create().await else {
+    let Some(db) = migrated_database().await else {
         return;
     };
     let store = PgStore::connect_with(db.app_options()).await.unwrap();

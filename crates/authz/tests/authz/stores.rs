@@ -1,38 +1,26 @@
 //! The policy store conformance suite on every backend.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor};
+use sqlx::postgres::PgPoolOptions;
 use tenancy_authz::PolicyStore;
 use tenancy_authz::conformance;
 use tenancy_authz::memory::MemoryPolicyStore;
 use tenancy_authz::sql::{migrate_postgres, migrate_sqlite};
+use tenancy_core::conformance::{PgTestDatabase, backend_url};
 use tenancy_core::postgres::PgStore;
 use tenancy_core::sqlite::SqliteStore;
-
-const APP_ROLE: &str = "tenancy_app_test";
 
 struct Backend {
     store: Arc<dyn PolicyStore>,
     _dir: Option<tempfile::TempDir>,
-    drop_db: Option<(PgConnectOptions, String)>,
+    pg: Option<PgTestDatabase>,
 }
 
 impl Backend {
     async fn finish(self) {
-        if let Some((admin, name)) = self.drop_db {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(admin)
-                .await
-                .unwrap();
-            pool.execute(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .await
-            .unwrap();
+        if let Some(db) = self.pg {
+            db.drop_database().await;
         }
     }
 }
@@ -41,7 +29,7 @@ async fn memory() -> Option<Backend> {
     Some(Backend {
         store: Arc::new(MemoryPolicyStore::new()),
         _dir: None,
-        drop_db: None,
+        pg: None,
     })
 }
 
@@ -59,59 +47,28 @@ async fn sqlite() -> Option<Backend> {
     Some(Backend {
         store: Arc::new(store),
         _dir: Some(dir),
-        drop_db: None,
+        pg: None,
     })
 }
 
 /// A database of its own, migrated by the admin (identity, then policies), used by a
 /// role that owns nothing and cannot bypass row-level security.
 async fn postgres() -> Option<Backend> {
-    let Ok(url) = std::env::var("TENANCY_TEST_POSTGRES_URL") else {
-        if std::env::var("TENANCY_TEST_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") {
-            panic!("TENANCY_TEST_POSTGRES_URL is unset but TENANCY_TEST_REQUIRE_BACKENDS=1");
-        }
-        eprintln!("skipped: TENANCY_TEST_POSTGRES_URL is unset, PostgreSQL backend not tested");
-        return None;
-    };
-    let admin = PgConnectOptions::from_str(&url).unwrap();
-    let name = format!("tenancy_test_{}", uuid::Uuid::now_v7().simple());
-    let server = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin.clone())
-        .await
-        .unwrap();
-    server
-        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
-    server
-        .execute(AssertSqlSafe(format!(
-            "DO $$ BEGIN CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; \
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-        )))
-        .await
-        .unwrap();
-    let owner = PgStore::connect_with(admin.clone().database(&name))
-        .await
-        .unwrap();
+    let db = PgTestDatabase::create().await?;
+    let owner = PgStore::connect_with(db.owner_options()).await.unwrap();
     owner.migrate().await.unwrap();
     migrate_postgres(&owner).await.unwrap();
-    owner.grant_app_role(APP_ROLE).await.unwrap();
+    owner
+        .grant_app_role(PgTestDatabase::APP_ROLE)
+        .await
+        .unwrap();
     owner.pool().close().await;
-    let app = PgStore::connect_with(
-        admin
-            .clone()
-            .database(&name)
-            .username(APP_ROLE)
-            .password(""),
-    )
-    .await
-    .unwrap();
+    let app = PgStore::connect_with(db.app_options()).await.unwrap();
     migrate_postgres(&app).await.unwrap(); // applied already: a read, no DDL rights needed
     Some(Backend {
         store: Arc::new(app),
         _dir: None,
-        drop_db: Some((admin, name)),
+        pg: Some(db),
     })
 }
 
@@ -165,10 +122,10 @@ async fn postgres_policy_rls() {
         };
         engine.create_policy(t, 0, doc).await.unwrap();
     }
-    let (admin, name) = b.drop_db.clone().unwrap();
+    let app_options = b.pg.as_ref().unwrap().app_options();
     let raw = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(admin.database(&name).username(APP_ROLE).password(""))
+        .connect_with(app_options)
         .await
         .unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM policy_versions")
@@ -200,11 +157,7 @@ async fn memory_decision_cache() {
 
 #[tokio::test]
 async fn redis_decision_cache() {
-    let Ok(url) = std::env::var("TENANCY_TEST_REDIS_URL") else {
-        if std::env::var("TENANCY_TEST_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") {
-            panic!("TENANCY_TEST_REDIS_URL is unset but TENANCY_TEST_REQUIRE_BACKENDS=1");
-        }
-        eprintln!("skipped: TENANCY_TEST_REDIS_URL is unset, Redis decision cache not tested");
+    let Some(url) = backend_url("TENANCY_TEST_REDIS_URL", "Redis decision cache") else {
         return;
     };
     let prefix = format!("tenancy-test-{}", uuid::Uuid::now_v7().simple());

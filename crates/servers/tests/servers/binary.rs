@@ -438,40 +438,18 @@ fn postgres_url_rewriting() {
     assert_eq!(with_user("postgres://h/x", "app"), "postgres://app@h/x");
 }
 
-/// The role the server runs as on PostgreSQL: no ownership, no BYPASSRLS.
-const PG_APP_ROLE: &str = "tenancy_app_test";
-
 #[tokio::test]
 async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
-    use sqlx::{AssertSqlSafe, Connection as _, Executor as _, PgConnection};
+    use tenancy_core::conformance::PgTestDatabase;
 
-    let Ok(admin_url) = std::env::var("TENANCY_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var("TENANCY_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"),
-            "TENANCY_TEST_POSTGRES_URL is unset but TENANCY_TEST_REQUIRE_BACKENDS=1"
-        );
-        eprintln!("skipped: TENANCY_TEST_POSTGRES_URL is unset, PostgreSQL server not tested");
+    let Some(db) = PgTestDatabase::create().await else {
         return;
     };
-    let name = format!("tenancy_test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-    admin
-        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DO $$ BEGIN CREATE ROLE {PG_APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; \
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-        )))
-        .await
-        .unwrap();
-
     // The owner migrates and grants; the server then runs as the application role.
-    let owner_url = with_database(&admin_url, &name);
+    let owner_url = with_database(db.admin_url(), db.name());
     let output = tenancy()
         .args(["migrate", "--database-url", &owner_url])
-        .args(["--grant-to", PG_APP_ROLE])
+        .args(["--grant-to", PgTestDatabase::APP_ROLE])
         .output()
         .unwrap();
     assert!(
@@ -479,7 +457,7 @@ async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let app_url = with_user(&owner_url, PG_APP_ROLE);
+    let app_url = with_user(&owner_url, PgTestDatabase::APP_ROLE);
     let dir = tempfile::tempdir().unwrap();
     let mut server = Running::spawn(&app_url, &dir.path().join("pg.log"));
     let channel = server.wait_until_serving().await;
@@ -537,11 +515,5 @@ async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
     assert!(decision.allowed, "{decision:?}");
     assert_eq!(decision.determining_policies, ["admins-view"]);
     server.terminate().await;
-
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+    db.drop_database().await;
 }
