@@ -82,28 +82,20 @@ pub(crate) fn entity(v: &Value) -> Option<Entity> {
     {
         return None;
     }
-    let uid = uid(obj.get("uid")?)?;
+    let own = uid(obj.get("uid")?)?;
     let attrs = match obj.get("attrs") {
         None => Vec::new(),
         Some(a) => record(a.as_object()?)?,
     };
     let parents = match obj.get("parents") {
         None => Vec::new(),
-        Some(p) => p
-            .as_array()?
-            .iter()
-            .map(uid_or_entity)
-            .collect::<Option<Vec<_>>>()?,
+        Some(p) => p.as_array()?.iter().map(uid).collect::<Option<Vec<_>>>()?,
     };
     let tags = match obj.get("tags") {
         None => Vec::new(),
         Some(t) => record(t.as_object()?)?,
     };
-    Entity::new_with_tags(uid, attrs, parents, tags).ok()
-}
-
-fn uid_or_entity(v: &Value) -> Option<EntityUid> {
-    uid(v)
+    Entity::new_with_tags(own, attrs, parents, tags).ok()
 }
 
 /// A context record in Cedar's explicit JSON form.
