@@ -124,6 +124,18 @@ id_type!(
     "verification"
 );
 
+id_type!(
+    /// Identifies an OAuth2 client (an application that asks for tokens).
+    ClientId,
+    "client"
+);
+id_type!(
+    /// Identifies a grant: one authorization of a client by a user (or a client for
+    /// itself), the family every token issued from it belongs to, revoked as a whole.
+    GrantId,
+    "grant"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,13 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod context;
 pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod memory;
+#[cfg(feature = "oauth")]
+pub mod oauth;
 pub mod page;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
@@ -16,6 +19,9 @@ pub mod conformance;
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "oauth")]
+pub mod token;
 
 pub use error::{Error, ErrorKind, Result};
-pub use ids::{InvitationId, MembershipId, TenantId, UserId, VerificationId};
+pub use context::{Subject, TenantContext};
+pub use ids::{ClientId, GrantId, InvitationId, MembershipId, TenantId, UserId, VerificationId};
