@@ -66,18 +66,18 @@ impl AdminAuth {
     /// Checks the `authorization` metadata of a request: `Unauthenticated` when the
     /// bearer token is missing, malformed or wrong.
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Error> {
+        self.check_authorization(metadata.get("authorization").and_then(|v| v.to_str().ok()))
+    }
+
+    /// Checks the value of an `authorization` header (HTTP) or metadata entry (gRPC):
+    /// `Unauthenticated` when the bearer token is missing, malformed or wrong.
+    pub fn check_authorization(&self, value: Option<&str>) -> Result<(), Error> {
         let Some(expected) = &self.expected else {
             return Ok(());
         };
-        let presented = metadata
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or_else(|| {
-                Error::Unauthenticated(
-                    "missing `authorization: Bearer <admin token>` metadata".into(),
-                )
-            })?;
+        let presented = value.and_then(bearer_token).ok_or_else(|| {
+            Error::Unauthenticated("missing `authorization: Bearer <admin token>`".into())
+        })?;
         if bool::from(digest(presented.as_bytes()).ct_eq(expected)) {
             Ok(())
         } else {

@@ -9,6 +9,10 @@
 //! | `--database-url` | `TENANCY_DATABASE_URL` | `database_url` | `sqlite://./data/tenancy.db` |
 //! | `--identity-addr` | `TENANCY_IDENTITY_ADDR` | `identity_addr` | `127.0.0.1:50051` |
 //! | `--policy-addr` | `TENANCY_POLICY_ADDR` | `policy_addr` | `127.0.0.1:50052` |
+//! | `--gateway-addr` | `TENANCY_GATEWAY_ADDR` | `gateway_addr` | `127.0.0.1:3000` |
+//! | `--issuer` | `TENANCY_ISSUER` | `issuer` | `http://<gateway-addr>` |
+//! | `--master-key` | `TENANCY_MASTER_KEY` | `master_key` | none: required by the gateway |
+//! | `--redis-url` | `TENANCY_REDIS_URL` | `redis_url` | none: sessions in the database, rate limits in memory |
 //! | `--admin-token` | `TENANCY_ADMIN_TOKEN` | `admin_token` | none: required by `serve` |
 //! | `--insecure-dev` | `TENANCY_INSECURE_DEV` | `insecure_dev` | `false` |
 //! | `--log-format` | `TENANCY_LOG_FORMAT` | `log_format` | `text` |
@@ -32,6 +36,8 @@ pub const DEFAULT_IDENTITY_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
 /// Where the policy gRPC service listens unless configured otherwise.
 pub const DEFAULT_POLICY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
+/// Where the auth gateway (HTTP) listens unless configured otherwise.
+pub const DEFAULT_GATEWAY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3000);
 
 /// `tenancy`: the tenancy reference servers.
 #[derive(Debug, Parser)]
@@ -77,6 +83,35 @@ pub struct Options {
     )]
     pub policy_addr: Option<SocketAddr>,
 
+    /// Address of the auth gateway (HTTP) [default: 127.0.0.1:3000]
+    #[arg(
+        long,
+        env = "TENANCY_GATEWAY_ADDR",
+        value_name = "IP:PORT",
+        global = true
+    )]
+    pub gateway_addr: Option<SocketAddr>,
+
+    /// The OAuth issuer URL the gateway is reached at [default: http://<gateway-addr>]
+    #[arg(long, env = "TENANCY_ISSUER", value_name = "URL", global = true)]
+    pub issuer: Option<String>,
+
+    /// Base64 of 32 random bytes sealing the signing keys at rest and keying client
+    /// secrets, CSRF and flow state; prefer the environment or the config file
+    #[arg(
+        long,
+        env = "TENANCY_MASTER_KEY",
+        value_name = "BASE64",
+        hide_env_values = true,
+        global = true
+    )]
+    pub master_key: Option<String>,
+
+    /// Redis for login sessions and rate limits (production); without it sessions live
+    /// in the database and rate limits in process memory
+    #[arg(long, env = "TENANCY_REDIS_URL", value_name = "URL", global = true)]
+    pub redis_url: Option<String>,
+
     /// Token that administrative gRPC calls present as `authorization: Bearer <token>`;
     /// prefer the environment variable or the config file (flags show in `ps`)
     #[arg(
@@ -114,6 +149,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit
     Migrate(MigrateArgs),
+    /// Manage the gateway's signing keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the effective settings as TOML (admin token redacted) and exit
     ShowConfig,
 }
@@ -124,6 +162,16 @@ pub struct ServeArgs {
     /// Services to run; all of them when none is named
     #[arg(value_enum, value_name = "SERVICE")]
     pub services: Vec<ServiceName>,
+}
+
+/// `tenancy keys ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Retire the signing key now: the already-published next key signs from now on
+    /// and a new next key is published
+    Rotate,
+    /// Print the published key set (JWKS)
+    List,
 }
 
 /// Arguments of `tenancy migrate`.
@@ -142,11 +190,13 @@ pub enum ServiceName {
     Identity,
     /// The policy gRPC API (`tenancy.policy.v1.PolicyService`)
     Policy,
+    /// The auth gateway: OAuth2 / OpenID Connect provider over HTTP
+    Gateway,
 }
 
 impl ServiceName {
     /// Every service, in start-up order.
-    pub const ALL: &'static [Self] = &[Self::Identity, Self::Policy];
+    pub const ALL: &'static [Self] = &[Self::Identity, Self::Policy, Self::Gateway];
 
     /// The name of the service, as `tenancy serve` takes it.
     #[must_use]
@@ -154,6 +204,7 @@ impl ServiceName {
         match self {
             Self::Identity => "identity",
             Self::Policy => "policy",
+            Self::Gateway => "gateway",
         }
     }
 
@@ -192,6 +243,14 @@ pub struct FileConfig {
     pub identity_addr: Option<SocketAddr>,
     /// See [`Settings::policy_addr`].
     pub policy_addr: Option<SocketAddr>,
+    /// See [`Settings::gateway_addr`].
+    pub gateway_addr: Option<SocketAddr>,
+    /// See [`Settings::issuer`].
+    pub issuer: Option<String>,
+    /// See [`Settings::master_key`].
+    pub master_key: Option<String>,
+    /// See [`Settings::redis_url`].
+    pub redis_url: Option<String>,
     /// See [`Settings::admin_token`].
     pub admin_token: Option<String>,
     /// See [`Settings::insecure_dev`].
@@ -228,6 +287,14 @@ pub struct Settings {
     pub identity_addr: SocketAddr,
     /// Where the policy gRPC service listens.
     pub policy_addr: SocketAddr,
+    /// Where the auth gateway listens.
+    pub gateway_addr: SocketAddr,
+    /// The OAuth issuer URL.
+    pub issuer: String,
+    /// The master key (base64 of 32 bytes).
+    pub master_key: Option<String>,
+    /// Redis for sessions and rate limits.
+    pub redis_url: Option<String>,
     /// The admin token of the administrative APIs.
     pub admin_token: Option<String>,
     /// Whether to run without authentication (development only).
@@ -242,6 +309,10 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &self.database_url)
             .field("identity_addr", &self.identity_addr)
             .field("policy_addr", &self.policy_addr)
+            .field("gateway_addr", &self.gateway_addr)
+            .field("issuer", &self.issuer)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("redis_url", &self.redis_url)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -266,6 +337,10 @@ impl Settings {
     /// Merges already-read layers: `options` over `file` over the defaults.
     #[must_use]
     pub fn merge(options: &Options, file: FileConfig) -> Self {
+        let gateway_addr = options
+            .gateway_addr
+            .or(file.gateway_addr)
+            .unwrap_or(DEFAULT_GATEWAY_ADDR);
         Self {
             database_url: options
                 .database_url
@@ -280,6 +355,14 @@ impl Settings {
                 .policy_addr
                 .or(file.policy_addr)
                 .unwrap_or(DEFAULT_POLICY_ADDR),
+            gateway_addr,
+            issuer: options
+                .issuer
+                .clone()
+                .or(file.issuer)
+                .unwrap_or_else(|| format!("http://{gateway_addr}")),
+            master_key: options.master_key.clone().or(file.master_key),
+            redis_url: options.redis_url.clone().or(file.redis_url),
             admin_token: options.admin_token.clone().or(file.admin_token),
             insecure_dev: options.insecure_dev.or(file.insecure_dev).unwrap_or(false),
             log_format: options.log_format.or(file.log_format).unwrap_or_default(),
@@ -292,6 +375,10 @@ impl Settings {
             database_url: Some(self.database_url.clone()),
             identity_addr: Some(self.identity_addr),
             policy_addr: Some(self.policy_addr),
+            gateway_addr: Some(self.gateway_addr),
+            issuer: Some(self.issuer.clone()),
+            master_key: self.master_key.as_ref().map(|_| "<redacted>".to_owned()),
+            redis_url: self.redis_url.clone(),
             admin_token: self.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
             insecure_dev: Some(self.insecure_dev),
             log_format: Some(self.log_format),
@@ -409,7 +496,7 @@ mod tests {
         assert_eq!(ServiceName::selected(&args.services), ServiceName::ALL);
         assert_eq!(
             ServiceName::ALL,
-            [ServiceName::Identity, ServiceName::Policy]
+            [ServiceName::Identity, ServiceName::Policy, ServiceName::Gateway]
         );
         let Command::Serve(args) = parse(&["serve", "identity", "identity"]).command else {
             panic!("not serve");

@@ -48,6 +48,9 @@ pub enum Error {
     /// The reflection service could not read the file descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Http(String),
     /// A service task ended abnormally.
     #[error("service task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 mod convert;
 mod error;
+pub mod gateway;
 pub mod identity;
 pub mod limit;
 pub mod policy;
@@ -27,4 +28,5 @@ pub mod store;
 
 pub use auth::AdminAuth;
 pub use error::Error;
+pub use gateway::run_gateway;
 pub use serve::{run_identity, run_policy};

@@ -3,6 +3,7 @@
 //! ```text
 //! tenancy serve [SERVICE...]     run services (all when none is named)
 //! tenancy migrate [--grant-to R] apply the database migrations
+//! tenancy keys rotate|list       rotate or print the gateway's signing keys
 //! tenancy show-config            print the effective settings
 //! ```
 //!
@@ -58,6 +59,17 @@ async fn run(command: Command, settings: Settings) -> Result<(), Error> {
                 store::Backend::Memory => tracing::info!("memory store: nothing to migrate"),
                 _ => tracing::info!(backend = ?backend, "migrations applied"),
             }
+            Ok(())
+        }
+        Command::Keys(command) => {
+            let keys = serve::key_manager(&settings).await?;
+            if command == tenancy_servers::config::KeysCommand::Rotate {
+                keys.rotate_now().await?;
+                tracing::info!("signing key rotated");
+            }
+            let jwks = serde_json::to_string_pretty(&keys.jwks())
+                .map_err(|e| Error::Config(format!("cannot print the key set: {e}")))?;
+            println!("{jwks}");
             Ok(())
         }
         Command::ShowConfig => {

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tenancy_authz::{Authz, IdentityEntities, PolicyStore};
+use tenancy_core::clock::SystemClock;
 use tenancy_core::identity::Identity;
+use tenancy_core::oauth::{Provider, ProviderConfig, ProviderParts};
+use tenancy_core::token::{KeyManager, MasterKey, RotationPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -16,6 +19,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::{ServiceName, Settings};
+use crate::gateway::{GatewayState, run_gateway};
 use crate::identity::{IdentityGrpc, SERVICE_NAME as IDENTITY_SERVICE_NAME};
 use crate::policy::{PolicyGrpc, SERVICE_NAME as POLICY_SERVICE_NAME};
 use crate::proto::identity::v1::identity_service_server::IdentityServiceServer;
@@ -155,6 +159,79 @@ pub fn admin_auth(settings: &Settings) -> Result<AdminAuth, Error> {
     }
 }
 
+/// The well-known master key of insecure development mode (`--insecure-dev` without
+/// `--master-key`): anyone can unseal what it sealed, so never use it for real data.
+const DEV_MASTER_KEY: &str = "ZGV2ZWxvcG1lbnQtb25seS1pbnNlY3VyZS1tYXN0ZXI=";
+
+/// The master key `settings` give; without one the gateway refuses to start, unless
+/// `insecure_dev` (then a well-known development key is used, with a warning).
+pub fn master_key(settings: &Settings) -> Result<MasterKey, Error> {
+    match (&settings.master_key, settings.insecure_dev) {
+        (Some(key), _) => Ok(MasterKey::from_base64(key)?),
+        (None, true) => {
+            tracing::warn!(
+                "INSECURE DEVELOPMENT MODE: signing keys are sealed with a well-known \
+                 development master key; set `--master-key` for real data"
+            );
+            Ok(MasterKey::from_base64(DEV_MASTER_KEY)?)
+        }
+        (None, false) => Err(Error::Config(
+            "a master key is required by the gateway: set `--master-key`, \
+             `TENANCY_MASTER_KEY` or `master_key` (base64 of 32 random bytes, e.g. \
+             `openssl rand -base64 32`), or `--insecure-dev` for local development"
+                .into(),
+        )),
+    }
+}
+
+/// The signing keys of the deployment `settings` describe, loaded (and created or
+/// rotated as due).
+pub async fn key_manager(settings: &Settings) -> Result<Arc<KeyManager>, Error> {
+    let stores = store::open_stores(&settings.database_url).await?;
+    let keys = Arc::new(KeyManager::new(
+        stores.keys,
+        master_key(settings)?,
+        RotationPolicy::default(),
+        Arc::new(SystemClock),
+    ));
+    keys.refresh().await?;
+    Ok(keys)
+}
+
+/// The gateway of a deployment: the provider over `stores` (sessions and rate limits
+/// in Redis when `settings.redis_url` is set), with its signing keys loaded.
+pub async fn gateway_state(
+    settings: &Settings,
+    stores: &store::Stores,
+    identity: &Identity,
+    admin: AdminAuth,
+) -> Result<GatewayState, Error> {
+    let master = master_key(settings)?;
+    let keys = Arc::new(KeyManager::new(
+        stores.keys.clone(),
+        master.clone(),
+        RotationPolicy::default(),
+        Arc::new(SystemClock),
+    ));
+    keys.refresh().await?;
+    let (sessions, limiter) = store::session_backends(stores, settings.redis_url.as_deref()).await?;
+    let provider = Provider::new(ProviderParts {
+        config: ProviderConfig::new(settings.issuer.clone()),
+        identity: identity.clone(),
+        store: stores.oauth.clone(),
+        sessions,
+        keys,
+        limiter,
+        master_key: master,
+        clock: None,
+    })?;
+    Ok(GatewayState {
+        provider: Arc::new(provider),
+        admin,
+        secure_cookies: !settings.insecure_dev,
+    })
+}
+
 /// Runs `services` (all of them when empty) as configured by `settings` until
 /// `shutdown` completes or one of them fails; then stops the others gracefully.
 ///
@@ -177,6 +254,12 @@ pub async fn serve(
         None
     };
 
+    let gateway = if services.contains(&ServiceName::Gateway) {
+        Some(gateway_state(settings, &stores, &identity, auth.clone()).await?)
+    } else {
+        None
+    };
+
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::with_capacity(services.len());
@@ -184,6 +267,7 @@ pub async fn serve(
         let addr = match service {
             ServiceName::Identity => settings.identity_addr,
             ServiceName::Policy => settings.policy_addr,
+            ServiceName::Gateway => settings.gateway_addr,
         };
         listeners.push((*service, bind(addr).await?));
     }
@@ -204,6 +288,11 @@ pub async fn serve(
             ServiceName::Policy => {
                 if let Some(authz) = &authz {
                     tasks.spawn(run_policy(listener, authz.clone(), auth.clone(), shutdown));
+                }
+            }
+            ServiceName::Gateway => {
+                if let Some(gateway) = &gateway {
+                    tasks.spawn(run_gateway(listener, gateway.clone(), shutdown));
                 }
             }
         }

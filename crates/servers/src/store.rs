@@ -7,6 +7,10 @@ use tenancy_authz::memory::MemoryPolicyStore;
 use tenancy_authz::sql::{migrate_postgres, migrate_sqlite};
 use tenancy_core::identity::IdentityStore;
 use tenancy_core::memory::MemoryStore;
+use tenancy_core::oauth::{OAuthStore, RateLimiter, SessionStore};
+use tenancy_core::ratelimit::MemoryRateLimiter;
+use tenancy_core::redis::{RedisRateLimiter, RedisSessionStore};
+use tenancy_core::token::KeyStore;
 use tenancy_core::postgres::PgStore;
 use tenancy_core::sqlite::SqliteStore;
 
@@ -45,6 +49,27 @@ pub struct Stores {
     pub identity: Arc<dyn IdentityStore>,
     /// Tenants' policy versions.
     pub policies: Arc<dyn PolicyStore>,
+    /// OAuth clients, codes, grants, refresh tokens, consents.
+    pub oauth: Arc<dyn OAuthStore>,
+    /// Login sessions (in the database; see [`session_backends`] for Redis).
+    pub sessions: Arc<dyn SessionStore>,
+    /// The gateway's signing keys.
+    pub keys: Arc<dyn KeyStore>,
+}
+
+/// Where login sessions and rate limits live: Redis when `redis_url` is set (shared by
+/// every gateway process), else sessions in the database and rate limits in memory.
+pub async fn session_backends(
+    stores: &Stores,
+    redis_url: Option<&str>,
+) -> Result<(Arc<dyn SessionStore>, Arc<dyn RateLimiter>), Error> {
+    match redis_url {
+        Some(url) => Ok((
+            Arc::new(RedisSessionStore::connect(url, "tenancy").await?),
+            Arc::new(RedisRateLimiter::connect(url, "tenancy").await?),
+        )),
+        None => Ok((stores.sessions.clone(), Arc::new(MemoryRateLimiter::new()))),
+    }
 }
 
 /// Connects to the database `url` names (one pool shared by every store) and applies
@@ -59,6 +84,9 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
             migrate_sqlite(&store).await?;
             Stores {
                 identity: store.clone(),
+                oauth: store.clone(),
+                sessions: store.clone(),
+                keys: store.clone(),
                 policies: store,
             }
         }
@@ -68,13 +96,22 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
             migrate_postgres(&store).await?;
             Stores {
                 identity: store.clone(),
+                oauth: store.clone(),
+                sessions: store.clone(),
+                keys: store.clone(),
                 policies: store,
             }
         }
-        Backend::Memory => Stores {
-            identity: Arc::new(MemoryStore::new()),
-            policies: Arc::new(MemoryPolicyStore::new()),
-        },
+        Backend::Memory => {
+            let store = Arc::new(MemoryStore::new());
+            Stores {
+                identity: store.clone(),
+                oauth: store.clone(),
+                sessions: store.clone(),
+                keys: store,
+                policies: Arc::new(MemoryPolicyStore::new()),
+            }
+        }
     };
     Ok(stores)
 }

@@ -17,3 +17,9 @@ mod binary;
 mod identity;
 #[path = "servers/policy.rs"]
 mod policy;
+#[path = "servers/gateway.rs"]
+mod gateway;
+#[path = "servers/gateway_interop.rs"]
+mod gateway_interop;
+#[path = "servers/gateway_support.rs"]
+mod gateway_support;

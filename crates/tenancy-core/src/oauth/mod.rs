@@ -6,14 +6,31 @@
 //! RFC 8414 and the OAuth 2.0 Security BCP (RFC 9700). HTTP belongs to the servers: this
 //! module takes parsed parameters and returns what to answer.
 
+mod authorize;
+mod clients;
+mod config;
+mod endpoints;
+mod error;
+mod grants;
 mod model;
+mod provider;
 mod store;
 
+pub use authorize::{
+    AuthorizationPageError, AuthorizationParams, AuthorizationStep, NewSession,
+    PendingAuthorization, StepInput,
+};
+pub use clients::{ClientAuthentication, ClientRegistration, ClientSecret, JWT_BEARER_ASSERTION};
+pub use config::ProviderConfig;
+pub use endpoints::{Introspection, LogoutOutcome};
+pub use error::{OAuthError, OAuthErrorCode, OAuthResult};
+pub use grants::{TokenRequest, TokenResponse};
 pub use model::{
     AuthMethod, AuthorizationCode, Client, ClientKind, CodeRedemption, Consent, Grant, GrantType,
     LoginSession, MAX_REDIRECT_URIS, MAX_SCOPE_BYTES, MAX_SCOPES, MAX_URI_BYTES, RedirectUri,
     RefreshRotation, RefreshToken, Scopes, SecretDigest,
 };
+pub use provider::{Provider, ProviderParts};
 pub use store::{
     ClientScope, OAuthStore, ProviderStore, Quota, RateDecision, RateLimiter, SessionStore,
 };
