@@ -6,6 +6,7 @@
 //! RFC 8414 and the OAuth 2.0 Security BCP (RFC 9700). HTTP belongs to the servers: this
 //! module takes parsed parameters and returns what to answer.
 
+pub(crate) mod gcra;
 mod model;
 mod store;
 
