@@ -28,6 +28,9 @@ use crate::identity::{
 use crate::ids::{InvitationId, MembershipId, TenantId, UserId, VerificationId};
 use crate::page::{Page, PageRequest};
 
+#[cfg(feature = "oauth")]
+pub mod oauth;
+
 fn now() -> DateTime<Utc> {
     SystemClock.now()
 }

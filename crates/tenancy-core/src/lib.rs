@@ -22,6 +22,6 @@ pub mod sqlite;
 #[cfg(feature = "oauth")]
 pub mod token;
 
-pub use error::{Error, ErrorKind, Result};
 pub use context::{Subject, TenantContext};
+pub use error::{Error, ErrorKind, Result};
 pub use ids::{ClientId, GrantId, InvitationId, MembershipId, TenantId, UserId, VerificationId};

@@ -1,4 +1,5 @@
-//! The in-memory backend: every store trait over maps behind one lock. Complete and
+//! The in-memory backend: every store trait over maps behind one lock (with feature
+//! `oauth`, the provider stores too, and `MemoryRateLimiter`). Complete and
 //! conformant (it passes the same suite as the SQL backends); nothing survives the
 //! process. For tests, demos and embedding.
 
@@ -16,6 +17,11 @@ use crate::identity::{
 };
 use crate::ids::{InvitationId, MembershipId, TenantId, UserId};
 use crate::page::{Page, PageRequest};
+
+#[cfg(feature = "oauth")]
+mod oauth;
+#[cfg(feature = "oauth")]
+pub use oauth::MemoryRateLimiter;
 
 /// Tenant-scoped rows live in one partition per tenant, so a lookup through tenant A
 /// cannot reach tenant B's rows.
@@ -35,9 +41,11 @@ struct State {
     emails: HashMap<String, UserId>,
     partitions: HashMap<TenantId, Partition>,
     verifications: HashMap<TokenHash, EmailVerification>,
+    #[cfg(feature = "oauth")]
+    oauth: oauth::OAuthState,
 }
 
-/// All identity stores in memory.
+/// All identity stores in memory (and, with feature `oauth`, the provider stores).
 #[derive(Default)]
 pub struct MemoryStore {
     state: RwLock<State>,

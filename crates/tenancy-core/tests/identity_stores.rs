@@ -11,6 +11,9 @@
     reason = "tests"
 )]
 
+#[path = "identity_stores/oauth.rs"]
+mod oauth;
+
 use std::sync::Arc;
 
 use sqlx::postgres::PgPoolOptions;

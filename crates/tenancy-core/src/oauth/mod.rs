@@ -11,6 +11,7 @@ mod clients;
 mod config;
 mod endpoints;
 mod error;
+pub(crate) mod gcra;
 mod grants;
 mod model;
 mod provider;
@@ -30,6 +31,7 @@ pub use model::{
     LoginSession, MAX_REDIRECT_URIS, MAX_SCOPE_BYTES, MAX_SCOPES, MAX_URI_BYTES, RedirectUri,
     RefreshRotation, RefreshToken, Scopes, SecretDigest,
 };
+pub use crate::memory::MemoryRateLimiter;
 pub use provider::{Provider, ProviderParts};
 pub use store::{
     ClientScope, OAuthStore, ProviderStore, Quota, RateDecision, RateLimiter, SessionStore,

@@ -52,7 +52,10 @@ impl Scopes {
             set.insert(token.to_owned());
         }
         if set.len() > MAX_SCOPES {
-            return Err(Error::invalid("scope", format!("at most {MAX_SCOPES} scopes")));
+            return Err(Error::invalid(
+                "scope",
+                format!("at most {MAX_SCOPES} scopes"),
+            ));
         }
         Ok(Self(set))
     }
@@ -147,7 +150,10 @@ impl RedirectUri {
     pub fn parse(s: &str) -> Result<Self> {
         let field = "redirect_uri";
         if s.len() > MAX_URI_BYTES {
-            return Err(Error::invalid(field, format!("is longer than {MAX_URI_BYTES} bytes")));
+            return Err(Error::invalid(
+                field,
+                format!("is longer than {MAX_URI_BYTES} bytes"),
+            ));
         }
         let url = url::Url::parse(s)
             .map_err(|e| Error::invalid(field, format!("`{s}` is not an absolute URI: {e}")))?;
@@ -170,7 +176,9 @@ impl RedirectUri {
             scheme => {
                 return Err(Error::invalid(
                     field,
-                    format!("`{s}` uses scheme `{scheme}`: use https, loopback http or a private-use scheme like `com.example.app`"),
+                    format!(
+                        "`{s}` uses scheme `{scheme}`: use https, loopback http or a private-use scheme like `com.example.app`"
+                    ),
                 ));
             }
         }
@@ -226,7 +234,9 @@ fn strip_port_text(s: &str) -> String {
         None => (rest, ""),
     };
     let host = if authority.starts_with('[') {
-        authority.find(']').map_or(authority, |i| authority.get(..=i).unwrap_or(authority))
+        authority
+            .find(']')
+            .map_or(authority, |i| authority.get(..=i).unwrap_or(authority))
     } else {
         authority.split(':').next().unwrap_or(authority)
     };

@@ -51,7 +51,8 @@ pub trait OAuthStore: Send + Sync {
     /// row-level security resolves the owner first and then reads within that scope.
     async fn client(&self, id: ClientId) -> Result<Client>;
     /// Replaces a client if its version is current (returns it with `version + 1`);
-    /// `NotFound` when it is not in `scope`, `Conflict` when stale.
+    /// `InvalidInput` when the record names another owner than `scope`, `NotFound` when
+    /// it is not in `scope`, `Conflict` when stale.
     async fn update_client(&self, scope: ClientScope, client: &Client) -> Result<Client>;
     /// Deletes a client of `scope` with its codes, grants, tokens and consents;
     /// `NotFound` when it is not in `scope`.
@@ -59,13 +60,16 @@ pub trait OAuthStore: Send + Sync {
     /// A page of the clients of `scope`, by ascending id.
     async fn list_clients(&self, scope: ClientScope, page: &PageRequest) -> Result<Page<Client>>;
 
-    /// Stores a new authorization code; `InvalidInput` if it names another tenant.
+    /// Stores a new authorization code; `InvalidInput` if it names another tenant,
+    /// `NotFound` if its client does not exist, `AlreadyExists` if its hash is taken in
+    /// this tenant.
     async fn insert_code(&self, tenant: TenantId, code: &AuthorizationCode) -> Result<()>;
     /// Marks the code with this hash redeemed and returns it, atomically: the first call
     /// gets `Redeemed`, every later one `AlreadyRedeemed`. Expiry is the caller's check.
     async fn redeem_code(&self, tenant: TenantId, code_hash: &TokenHash) -> Result<CodeRedemption>;
 
-    /// Stores a new grant; `InvalidInput` if it names another tenant.
+    /// Stores a new grant; `InvalidInput` if it names another tenant, `NotFound` if its
+    /// client does not exist, `AlreadyExists` if its id is taken in this tenant.
     async fn insert_grant(&self, tenant: TenantId, grant: &Grant) -> Result<()>;
     /// The grant; `NotFound` if none in this tenant.
     async fn grant(&self, tenant: TenantId, id: GrantId) -> Result<Grant>;
@@ -73,13 +77,19 @@ pub trait OAuthStore: Send + Sync {
     /// and makes every refresh token of it unusable; `NotFound` if none in this tenant.
     async fn revoke_grant(&self, tenant: TenantId, id: GrantId, at: DateTime<Utc>) -> Result<()>;
 
-    /// Stores a new refresh token; `InvalidInput` if it names another tenant.
+    /// Stores a new refresh token; `InvalidInput` if it names another tenant, `NotFound`
+    /// if its client, or its grant in this tenant, does not exist, `AlreadyExists` if its
+    /// hash is taken in this tenant.
     async fn insert_refresh_token(&self, tenant: TenantId, token: &RefreshToken) -> Result<()>;
     /// The refresh token with this hash, used or not; `NotFound` if none in this tenant.
-    async fn refresh_token(&self, tenant: TenantId, token_hash: &TokenHash) -> Result<RefreshToken>;
+    async fn refresh_token(&self, tenant: TenantId, token_hash: &TokenHash)
+    -> Result<RefreshToken>;
     /// Spends the refresh token `old` and stores `new` in one transaction. `Rotated`
-    /// (with the old record) when `old` was unused; `Replayed` when it had been used,
-    /// storing nothing; `Unknown` when there is no such token in this tenant.
+    /// (with the old record, now spent at `at`) when `old` was unused; `Replayed` when it
+    /// had been used, storing nothing; `Unknown` when there is no such token in this
+    /// tenant. `InvalidInput` if `new` names another tenant or another grant than `old`;
+    /// a failed insert of `new` (as in [`OAuthStore::insert_refresh_token`]) spends
+    /// nothing.
     async fn rotate_refresh_token(
         &self,
         tenant: TenantId,
@@ -89,23 +99,41 @@ pub trait OAuthStore: Send + Sync {
     ) -> Result<RefreshRotation>;
 
     /// The user's remembered consent to the client in this tenant, if any.
-    async fn consent(&self, tenant: TenantId, user: UserId, client: ClientId) -> Result<Option<Consent>>;
-    /// Remembers consent, replacing the scope set of an earlier one.
+    async fn consent(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        client: ClientId,
+    ) -> Result<Option<Consent>>;
+    /// Remembers consent, replacing the scope set of an earlier one; `InvalidInput` if it
+    /// names another tenant, `NotFound` if its client does not exist.
     async fn put_consent(&self, tenant: TenantId, consent: &Consent) -> Result<()>;
     /// Forgets the user's consent to the client (no error if there was none).
     async fn delete_consent(&self, tenant: TenantId, user: UserId, client: ClientId) -> Result<()>;
 
-    /// Records a revoked access token (`jti`) until it would have expired anyway.
-    async fn revoke_access_token(&self, tenant: TenantId, jti: &str, expires_at: DateTime<Utc>) -> Result<()>;
+    /// Records a revoked access token (`jti`) until it would have expired anyway
+    /// (idempotent: the later expiry is kept).
+    async fn revoke_access_token(
+        &self,
+        tenant: TenantId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
     /// Whether the access token `jti` was revoked.
     async fn is_access_token_revoked(&self, tenant: TenantId, jti: &str) -> Result<bool>;
 
     /// Records the `jti` of a client assertion (`private_key_jwt`) until `expires_at`;
     /// `true` on first use, `false` on a replay. Atomic.
-    async fn record_assertion(&self, client: ClientId, jti: &str, expires_at: DateTime<Utc>) -> Result<bool>;
+    async fn record_assertion(
+        &self,
+        client: ClientId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool>;
 
     /// Deletes codes, refresh tokens, revocations and assertion records that expired
-    /// before `now`; returns how many rows went.
+    /// before `now` (and, in a backend that also keeps the login sessions, expired
+    /// sessions), in every tenant; returns how many rows went.
     async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64>;
 }
 
@@ -113,10 +141,14 @@ pub trait OAuthStore: Send + Sync {
 /// any tenant is chosen.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Stores a new session.
+    /// Stores a new session; `AlreadyExists` if its id hash is taken.
     async fn insert_session(&self, session: &LoginSession) -> Result<()>;
     /// The session with this id hash, if it exists and has not expired at `now`.
-    async fn session(&self, id_hash: &TokenHash, now: DateTime<Utc>) -> Result<Option<LoginSession>>;
+    async fn session(
+        &self,
+        id_hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LoginSession>>;
     /// Ends a session (no error if there was none).
     async fn delete_session(&self, id_hash: &TokenHash) -> Result<()>;
     /// Ends every session of a user; returns how many ended.
@@ -151,6 +183,9 @@ pub enum RateDecision {
 pub trait RateLimiter: Send + Sync {
     /// Counts one request against `key` under `quota` at `now`.
     async fn check(&self, key: &str, quota: Quota, now: DateTime<Utc>) -> Result<RateDecision>;
+    /// What [`RateLimiter::check`] would answer at `now`, without counting anything:
+    /// used to refuse early while only failures are counted.
+    async fn peek(&self, key: &str, quota: Quota, now: DateTime<Utc>) -> Result<RateDecision>;
     /// Forgets `key` (e.g. after a successful login).
     async fn reset(&self, key: &str) -> Result<()>;
 }

@@ -43,7 +43,12 @@ pub trait KeyStore: Send + Sync {
     /// now); `NotFound` if no such key.
     async fn activate_key(&self, kid: &str, activates_at: DateTime<Utc>) -> Result<()>;
     /// Sets when a key stops signing and leaves the JWKS; `NotFound` if no such key.
-    async fn retire_key(&self, kid: &str, retires_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<()>;
+    async fn retire_key(
+        &self,
+        kid: &str,
+        retires_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
     /// Deletes keys whose `expires_at` is before `now`; returns how many went.
     async fn purge_keys(&self, now: DateTime<Utc>) -> Result<u64>;
 }
