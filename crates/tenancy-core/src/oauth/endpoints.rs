@@ -43,8 +43,8 @@ impl Provider {
     /// it nor its grant was revoked.
     pub async fn verify_access_token(&self, token: &str) -> OAuthResult<AccessClaims> {
         let claims: AccessClaims = self
-            .keys
             .verify_own(token, true)
+            .await
             .map_err(|_| OAuthError::invalid_token("the access token is invalid or expired"))?;
         if claims.iss != self.config.issuer {
             return Err(OAuthError::invalid_token("the access token is invalid or expired"));
@@ -139,10 +139,10 @@ impl Provider {
             }
             return Ok(());
         }
-        let Ok(claims) = self.keys.verify_own::<AccessClaims>(token, true) else {
+        let Ok(claims) = self.verify_own::<AccessClaims>(token, true).await else {
             return Ok(());
         };
-        if claims.client_id != client.id.to_string() {
+        if claims.client_id != client.id {
             return Ok(());
         }
         let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
@@ -199,8 +199,8 @@ impl Provider {
     ) -> Result<LogoutOutcome> {
         let hint = match id_token_hint {
             Some(h) => Some(
-                self.keys
-                    .verify_own::<IdTokenClaims>(h, false)
+                self.verify_own::<IdTokenClaims>(h, false)
+                    .await
                     .ok()
                     .filter(|c| c.iss == self.config.issuer)
                     .ok_or_else(|| crate::error::Error::invalid("id_token_hint", "is not an ID token of this provider"))?,
@@ -213,7 +213,7 @@ impl Provider {
                 let hint = hint.as_ref().ok_or_else(|| {
                     crate::error::Error::invalid("id_token_hint", "is required with `post_logout_redirect_uri`")
                 })?;
-                let client_id: ClientId = hint.aud.parse().map_err(|_| {
+                let client_id: ClientId = hint.aud.iter().next().unwrap_or("").parse().map_err(|_| {
                     crate::error::Error::invalid("id_token_hint", "does not name a client")
                 })?;
                 let client = self.cached_client(client_id).await?;
@@ -240,7 +240,7 @@ impl Provider {
     #[must_use]
     pub fn discovery(&self) -> Value {
         let e = |p: &str| self.config.endpoint(p);
-        let alg = self.keys.algorithm().as_str();
+        let alg = self.keys.policy().algorithm.as_str();
         json!({
             "issuer": self.config.issuer,
             "authorization_endpoint": e("/authorize"),

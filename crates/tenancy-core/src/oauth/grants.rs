@@ -15,7 +15,7 @@ use super::model::{Client, ClientKind, CodeRedemption, Grant, GrantType, Refresh
 use super::provider::{Provider, new_handle, parse_handle};
 use crate::error::ErrorKind;
 use crate::ids::{GrantId, TenantId, UserId};
-use crate::token::{AccessClaims, IdTokenClaims};
+use crate::token::{AccessClaims, IdTokenClaims, TYP_ACCESS_TOKEN, TYP_ID_TOKEN, at_hash};
 
 /// The body of a token request (besides client authentication).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -287,12 +287,12 @@ impl Provider {
             nbf: None,
             jti: uuid::Uuid::now_v7().to_string(),
             scope: issue.scope.to_string(),
-            client_id: issue.client.id.to_string(),
+            client_id: issue.client.id,
             tenant_id: issue.tenant,
             roles,
             gid: issue.grant,
         };
-        let access_token = self.keys.sign("at+jwt", &claims)?;
+        let access_token = self.keys.sign(TYP_ACCESS_TOKEN, &claims)?;
         let id_token = match (issue.user, issue.scope.contains("openid")) {
             (Some(user), true) => Some(self.id_token(&issue, user, &access_token, now).await?),
             _ => None,
@@ -331,12 +331,12 @@ impl Provider {
         let claims = IdTokenClaims {
             iss: self.config.issuer.clone(),
             sub: user.to_string(),
-            aud: issue.client.id.to_string(),
+            aud: issue.client.id.to_string().into(),
             exp: unix(now + to_chrono(self.config.id_token_ttl)),
             iat: unix(now),
-            auth_time: issue.auth_time.map(unix),
+            auth_time: issue.auth_time.map_or_else(|| unix(now), unix),
             nonce: issue.nonce.clone(),
-            at_hash: Some(self.keys.at_hash(access_token)),
+            at_hash: Some(at_hash(access_token, self.keys.policy().algorithm)),
             azp: Some(issue.client.id.to_string()),
             sid: None,
             email: email.then(|| profile.email.as_str().to_owned()),
@@ -344,7 +344,7 @@ impl Provider {
             name: issue.scope.contains("profile").then(|| profile.display_name.as_str().to_owned()),
             tenant_id: Some(issue.tenant),
         };
-        Ok(self.keys.sign("JWT", &claims)?)
+        Ok(self.keys.sign(TYP_ID_TOKEN, &claims)?)
     }
 }
 

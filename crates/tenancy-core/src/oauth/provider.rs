@@ -19,7 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, SecretToken, TokenHash};
 use crate::ids::{ClientId, TenantId};
-use crate::token::{KeyManager, MasterKey};
+use crate::token::{Algorithm, CachedJwks, JwksSource, KeyManager, MasterKey, Verifier, VerifierConfig};
 
 /// What the provider is built from.
 pub struct ProviderParts {
@@ -53,6 +53,7 @@ pub struct Provider {
     secret_key: hmac::Key,
     flow_key: hmac::Key,
     csrf_key: hmac::Key,
+    own_tokens: Verifier,
     clients: RwLock<HashMap<ClientId, (Arc<Client>, Instant)>>,
 }
 
@@ -68,7 +69,17 @@ impl Provider {
     pub fn new(parts: ProviderParts) -> Result<Self> {
         check_issuer(&parts.config.issuer)?;
         let key = |label: &str| hmac::Key::new(hmac::HMAC_SHA256, &parts.master_key.derive(label));
+        let clock = parts.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let source: Arc<dyn JwksSource> = parts.keys.clone();
+        let own_tokens = Verifier::new(
+            VerifierConfig {
+                algorithms: vec![Algorithm::Es256, Algorithm::EdDsa, Algorithm::Rs256],
+                ..VerifierConfig::new(parts.config.issuer.clone(), [parts.config.issuer.clone()])
+            },
+            CachedJwks::new(source, Arc::clone(&clock)),
+        )?;
         Ok(Self {
+            own_tokens,
             secret_key: key("tenancy client secrets v1"),
             flow_key: key("tenancy authorization flow v1"),
             csrf_key: key("tenancy csrf v1"),
@@ -78,7 +89,7 @@ impl Provider {
             sessions: parts.sessions,
             keys: parts.keys,
             limiter: parts.limiter,
-            clock: parts.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock,
             clients: RwLock::new(HashMap::new()),
         })
     }
@@ -99,6 +110,12 @@ impl Provider {
     #[must_use]
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Verifies a token this provider signed (signature with a published key, issuer,
+    /// and expiry when `check_exp`), returning its claims. No audience check.
+    pub(super) async fn verify_own<T: DeserializeOwned>(&self, token: &str, check_exp: bool) -> Result<T> {
+        self.own_tokens.verify_claims(token, check_exp).await
     }
 
     pub(super) fn now(&self) -> DateTime<Utc> {
