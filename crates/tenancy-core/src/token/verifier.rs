@@ -124,6 +124,32 @@ struct CacheState {
     attempted_at: Option<DateTime<Utc>>,
 }
 
+/// What the cache knows of one `kid`.
+struct Lookup {
+    key: Option<Arc<VerifyKey>>,
+    fresh: bool,
+    may_fetch: bool,
+    ever_fetched: bool,
+}
+
+impl Lookup {
+    /// The answer without fetching, if there is one: a fresh key, or whatever is known
+    /// while fetching again is not allowed yet.
+    fn settled(&self) -> Option<Result<Option<Arc<VerifyKey>>>> {
+        if self.key.is_some() && (self.fresh || !self.may_fetch) {
+            Some(Ok(self.key.clone()))
+        } else if self.may_fetch {
+            None
+        } else if self.ever_fetched {
+            Some(Ok(None))
+        } else {
+            Some(Err(Error::Unavailable(
+                "the issuer's jwks could not be fetched yet".into(),
+            )))
+        }
+    }
+}
+
 /// A [`JwksSource`] wrapped in a cache of parsed verification keys by `kid`.
 ///
 /// The key set is fetched again after `ttl` (default 5 minutes) and when a token names
@@ -186,39 +212,40 @@ impl CachedJwks {
         self.fetch_now(self.clock.now()).await
     }
 
-    /// Looks a key up from the cache: `(key, fresh, may_fetch)`.
-    fn lookup(&self, kid: &str, now: DateTime<Utc>) -> (Option<Arc<VerifyKey>>, bool, bool) {
+    /// Looks a key up from the cache.
+    fn lookup(&self, kid: &str, now: DateTime<Utc>) -> Lookup {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let fresh = state.fetched_at.is_some_and(|t| now < t + self.ttl);
-        let may_fetch = state
-            .attempted_at
-            .is_none_or(|t| now >= t + self.min_refetch_interval);
-        (state.keys.get(kid).cloned(), fresh, may_fetch)
+        Lookup {
+            key: state.keys.get(kid).cloned(),
+            fresh: state.fetched_at.is_some_and(|t| now < t + self.ttl),
+            may_fetch: state
+                .attempted_at
+                .is_none_or(|t| now >= t + self.min_refetch_interval),
+            ever_fetched: state.fetched_at.is_some(),
+        }
     }
 
-    /// The verification key of `kid`: `Ok(None)` when the source does not publish it.
+    /// The verification key of `kid`: `Ok(None)` when the source does not publish it;
+    /// `Unavailable` when the key set was never fetched successfully.
     async fn key(&self, kid: &str, now: DateTime<Utc>) -> Result<Option<Arc<VerifyKey>>> {
-        let (key, fresh, may_fetch) = self.lookup(kid, now);
-        if (fresh && key.is_some()) || !may_fetch {
-            return Ok(key);
+        if let Some(answer) = self.lookup(kid, now).settled() {
+            return answer;
         }
         let _fetching = self.fetching.lock().await;
         // Another task may have fetched while this one waited.
-        let (key, fresh, may_fetch) = self.lookup(kid, now);
-        if (fresh && key.is_some()) || !may_fetch {
-            return Ok(key);
+        let before = self.lookup(kid, now);
+        if let Some(answer) = before.settled() {
+            return answer;
         }
         match self.fetch_now(now).await {
-            Ok(()) => Ok(self.lookup(kid, now).0),
+            Ok(()) => Ok(self.lookup(kid, now).key),
             Err(err) => {
-                let never_fetched = self
-                    .state
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .fetched_at
-                    .is_none();
                 tracing::warn!(error = %err, "fetching the jwks failed; known keys keep serving");
-                if never_fetched { Err(err) } else { Ok(key) }
+                if before.ever_fetched {
+                    Ok(before.key)
+                } else {
+                    Err(err)
+                }
             }
         }
     }
@@ -481,8 +508,13 @@ impl Verifier {
 
         let mut header_buf = [0_u8; PART_BUF];
         let header_json = decode_part(header, &mut header_buf, "header")?;
-        let header: JoseHeader<'_> = serde_json::from_slice(header_json)
-            .map_err(|_| refuse("token header is not a json object with a string `alg`"))?;
+        let not_a_header = || refuse("token header is not a json object with a string `alg`");
+        // serde would read a struct from an array too; a JOSE header is an object.
+        if header_json.trim_ascii_start().first() != Some(&b'{') {
+            return Err(not_a_header());
+        }
+        let header: JoseHeader<'_> =
+            serde_json::from_slice(header_json).map_err(|_| not_a_header())?;
         let alg = Algorithm::from_jose(&header.alg).ok_or_else(|| {
             let alg = header.alg.as_ref();
             if alg.eq_ignore_ascii_case("none") {
@@ -541,5 +573,663 @@ impl Verifier {
         URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| refuse("token payload is not base64url"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_lc_rs::hmac;
+    use chrono::TimeZone;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::ErrorKind;
+    use crate::clock::ManualClock;
+    use crate::ids::{ClientId, GrantId};
+    use crate::token::claims::IdTokenClaims;
+    use crate::token::fixtures::VecKeyStore;
+    use crate::token::manager::{RotationPolicy, TYP_ACCESS_TOKEN, TYP_ID_TOKEN};
+    use crate::token::master::MasterKey;
+
+    const ISSUER: &str = "https://id.example.com";
+
+    /// Counts the fetches of the source it wraps.
+    struct Counting {
+        inner: Arc<KeyManager>,
+        fetches: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl JwksSource for Counting {
+        async fn fetch(&self) -> Result<Jwks> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            self.inner.fetch().await
+        }
+    }
+
+    struct Fixture {
+        clock: Arc<ManualClock>,
+        manager: Arc<KeyManager>,
+        source: Arc<Counting>,
+        verifier: Verifier,
+    }
+
+    async fn fixture_with(alg: Algorithm, config: VerifierConfig) -> Fixture {
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+        ));
+        let policy = RotationPolicy {
+            algorithm: alg,
+            ..RotationPolicy::default()
+        };
+        let manager = Arc::new(
+            KeyManager::new(
+                Arc::new(VecKeyStore::default()),
+                MasterKey::generate().unwrap(),
+                policy,
+                clock.clone(),
+            )
+            .unwrap(),
+        );
+        manager.refresh().await.unwrap();
+        let source = Arc::new(Counting {
+            inner: manager.clone(),
+            fetches: AtomicUsize::new(0),
+        });
+        let keys = CachedJwks::new(source.clone(), clock.clone());
+        let verifier = Verifier::new(config, keys).unwrap();
+        Fixture {
+            clock,
+            manager,
+            source,
+            verifier,
+        }
+    }
+
+    async fn fixture() -> Fixture {
+        fixture_with(Algorithm::Es256, config()).await
+    }
+
+    fn config() -> VerifierConfig {
+        VerifierConfig::new(ISSUER, ["api", "billing"])
+    }
+
+    impl Fixture {
+        fn now(&self) -> i64 {
+            self.clock.now().timestamp()
+        }
+
+        fn claims(&self) -> AccessClaims {
+            let now = self.now();
+            AccessClaims {
+                iss: ISSUER.into(),
+                sub: UserId::new().to_string(),
+                aud: Audience::Many(vec!["other".into(), "api".into()]),
+                exp: now + 600,
+                iat: now,
+                nbf: None,
+                jti: "jti-1".into(),
+                scope: "read write  admin".into(),
+                client_id: ClientId::new(),
+                tenant_id: TenantId::new(),
+                roles: vec!["owner".into()],
+                gid: Some(GrantId::new()),
+            }
+        }
+
+        fn kid(&self) -> String {
+            self.manager
+                .ring()
+                .signing_key(self.clock.now())
+                .unwrap()
+                .kid()
+                .to_owned()
+        }
+
+        fn token(&self, claims: &AccessClaims) -> String {
+            self.manager.sign(TYP_ACCESS_TOKEN, claims).unwrap()
+        }
+
+        /// A token with any header and payload, signed by the current key with `alg`.
+        fn forge(&self, header: &Value, payload: &Value, alg: jsonwebtoken::Algorithm) -> String {
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap()),
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(payload).unwrap())
+            );
+            let ring = self.manager.ring();
+            let key = ring.signing_key(self.clock.now()).unwrap();
+            let signature =
+                jsonwebtoken::crypto::sign(message.as_bytes(), key.encoding_key(), alg).unwrap();
+            format!("{message}.{signature}")
+        }
+
+        fn header(&self) -> Value {
+            json!({"alg": "ES256", "typ": "at+jwt", "kid": self.kid()})
+        }
+
+        fn payload(&self) -> Value {
+            serde_json::to_value(self.claims()).unwrap()
+        }
+
+        async fn refusal(&self, token: &str) -> String {
+            let err = self.verifier.verify(token).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+            err.to_string()
+        }
+    }
+
+    use crate::token::claims::Audience;
+
+    #[tokio::test]
+    async fn tokens_of_every_algorithm_verify_into_a_tenant_context() {
+        for alg in [Algorithm::Es256, Algorithm::EdDsa, Algorithm::Rs256] {
+            let mut config = config();
+            config.algorithms = vec![alg];
+            let f = fixture_with(alg, config).await;
+            let claims = f.claims();
+            let verified = f.verifier.verify(&f.token(&claims)).await.unwrap();
+            assert_eq!(verified.claims, claims);
+            let ctx = verified.context;
+            assert_eq!(ctx.tenant_id, claims.tenant_id);
+            assert_eq!(ctx.client_id, claims.client_id);
+            assert_eq!(ctx.subject, Subject::User(claims.sub.parse().unwrap()));
+            assert_eq!(
+                ctx.scopes.iter().map(String::as_str).collect::<Vec<_>>(),
+                ["admin", "read", "write"]
+            );
+            assert_eq!(ctx.roles, ["owner"]);
+            assert!(ctx.has_scope("write"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_acting_for_itself_is_a_client_subject() {
+        let f = fixture().await;
+        let mut claims = f.claims();
+        claims.sub = claims.client_id.to_string();
+        claims.roles.clear();
+        claims.aud = "billing".into();
+        let verified = f.verifier.verify(&f.token(&claims)).await.unwrap();
+        assert_eq!(verified.context.subject, Subject::Client(claims.client_id));
+
+        claims.sub = "alice".into();
+        let msg = f.refusal(&f.token(&claims)).await;
+        assert!(msg.contains("`alice`"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn verify_for_tenant_refuses_other_tenants() {
+        let f = fixture().await;
+        let claims = f.claims();
+        let token = f.token(&claims);
+        assert!(
+            f.verifier
+                .verify_for_tenant(&token, claims.tenant_id)
+                .await
+                .is_ok()
+        );
+        let other = TenantId::new();
+        let err = f
+            .verifier
+            .verify_for_tenant(&token, other)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+        assert!(err.to_string().contains(&other.to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unsigned_and_symmetric_tokens_are_refused() {
+        let f = fixture().await;
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&f.payload()).unwrap());
+        for none in ["none", "None", "NONE"] {
+            let header = json!({"alg": none, "typ": "at+jwt", "kid": f.kid()});
+            let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+            for token in [
+                format!("{header}.{payload}."),
+                format!("{header}.{payload}"),
+            ] {
+                let msg = f.refusal(&token).await;
+                assert!(
+                    msg.contains("alg: none") || msg.contains("compact"),
+                    "{msg}"
+                );
+            }
+        }
+        // RS256 -> HS256 key confusion: an HMAC keyed with the public key.
+        let jwks = serde_json::to_vec(&f.manager.jwks()).unwrap();
+        let public_jwk = serde_json::to_vec(&f.manager.jwks().keys[0]).unwrap();
+        for (alg, secret) in [
+            ("HS256", &jwks),
+            ("HS256", &public_jwk),
+            ("HS384", &jwks),
+            ("HS512", &jwks),
+        ] {
+            let header = json!({"alg": alg, "typ": "at+jwt", "kid": f.kid()});
+            let message = format!(
+                "{}.{payload}",
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap())
+            );
+            let tag = hmac::sign(
+                &hmac::Key::new(hmac::HMAC_SHA256, secret),
+                message.as_bytes(),
+            );
+            let msg = f
+                .refusal(&format!(
+                    "{message}.{}",
+                    URL_SAFE_NO_PAD.encode(tag.as_ref())
+                ))
+                .await;
+            assert!(msg.contains("symmetric") && msg.contains(alg), "{msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn algorithms_outside_the_allow_list_or_the_key_are_refused() {
+        // An RS256 issuer is refused by a verifier with the default allow-list.
+        let f = fixture_with(Algorithm::Rs256, config()).await;
+        let msg = f.refusal(&f.token(&f.claims())).await;
+        assert!(msg.contains("`RS256` is not allowed"), "{msg}");
+
+        // The header names an allowed algorithm the key is not for.
+        let mut config = config();
+        config.algorithms = vec![Algorithm::Es256, Algorithm::EdDsa, Algorithm::Rs256];
+        let f = fixture_with(Algorithm::Es256, config).await;
+        for alg in ["EdDSA", "RS256"] {
+            let mut header = f.header();
+            header["alg"] = json!(alg);
+            let token = f.forge(&header, &f.payload(), jsonwebtoken::Algorithm::ES256);
+            let msg = f.refusal(&token).await;
+            assert!(msg.contains("does not match its key's `ES256`"), "{msg}");
+        }
+        for alg in ["ES384", "PS256", "ES256K", ""] {
+            let mut header = f.header();
+            header["alg"] = json!(alg);
+            let token = f.forge(&header, &f.payload(), jsonwebtoken::Algorithm::ES256);
+            let msg = f.refusal(&token).await;
+            assert!(msg.contains("not supported"), "{msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn header_problems_are_refused() {
+        let f = fixture().await;
+        let es = jsonwebtoken::Algorithm::ES256;
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"alg": "ES256", "typ": "at+jwt"}), "no key id"),
+            (
+                json!({"alg": "ES256", "typ": "at+jwt", "kid": "nope"}),
+                "`nope` is unknown",
+            ),
+            (
+                json!({"alg": "ES256", "typ": "JWT", "kid": f.kid()}),
+                "not an access token",
+            ),
+            (json!({"alg": "ES256", "kid": f.kid()}), "no type"),
+            (
+                json!({"alg": "ES256", "typ": "at+jwt", "kid": f.kid(), "crit": ["exp"]}),
+                "crit",
+            ),
+            (json!({"typ": "at+jwt", "kid": f.kid()}), "header is not"),
+            (
+                json!({"alg": 256, "typ": "at+jwt", "kid": f.kid()}),
+                "header is not",
+            ),
+            (json!(["ES256"]), "header is not"),
+        ];
+        for (header, expected) in cases {
+            let msg = f.refusal(&f.forge(&header, &f.payload(), es)).await;
+            assert!(msg.contains(expected), "{msg} should contain {expected}");
+        }
+        for typ in ["application/at+jwt", "AT+JWT"] {
+            let mut header = f.header();
+            header["typ"] = json!(typ);
+            assert!(
+                f.verifier
+                    .verify(&f.forge(&header, &f.payload(), es))
+                    .await
+                    .is_ok(),
+                "{typ}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn claim_problems_are_refused() {
+        let f = fixture().await;
+        let now = f.now();
+        let mut cases: Vec<(AccessClaims, &str)> = Vec::new();
+        let mut c = f.claims();
+        c.iss = "https://evil.example.com".into();
+        cases.push((c, "issuer `https://evil.example.com`"));
+        let mut c = f.claims();
+        c.aud = "other".into();
+        cases.push((c, "audience"));
+        let mut c = f.claims();
+        c.aud = Audience::Many(vec![]);
+        cases.push((c, "audience"));
+        let mut c = f.claims();
+        c.exp = now - 61;
+        cases.push((c, "expired"));
+        let mut c = f.claims();
+        c.nbf = Some(now + 61);
+        cases.push((c, "not valid yet"));
+        let mut c = f.claims();
+        c.iat = now + 61;
+        cases.push((c, "issued in the future"));
+        for (claims, expected) in cases {
+            let msg = f.refusal(&f.token(&claims)).await;
+            assert!(msg.contains(expected), "{msg} should contain {expected}");
+        }
+        // Within the leeway.
+        let mut c = f.claims();
+        c.exp = now - 59;
+        c.nbf = Some(now + 59);
+        c.iat = now + 59;
+        assert!(f.verifier.verify(&f.token(&c)).await.is_ok());
+
+        let mut missing = f.payload();
+        missing.as_object_mut().unwrap().remove("tenant_id");
+        let msg = f
+            .refusal(&f.forge(&f.header(), &missing, jsonwebtoken::Algorithm::ES256))
+            .await;
+        assert!(
+            msg.contains("malformed") && msg.contains("tenant_id"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_leeway_is_clamped() {
+        let mut config = config();
+        config.leeway = Duration::hours(1);
+        let f = fixture_with(Algorithm::Es256, config).await;
+        let mut c = f.claims();
+        c.exp = f.now() - 299;
+        assert!(f.verifier.verify(&f.token(&c)).await.is_ok());
+        c.exp = f.now() - 301;
+        assert!(f.refusal(&f.token(&c)).await.contains("expired"));
+    }
+
+    #[tokio::test]
+    async fn tampered_and_malformed_tokens_are_refused_without_panicking() {
+        let f = fixture().await;
+        let token = f.token(&f.claims());
+        // Every truncation and every single-character change.
+        for len in 0..token.len() {
+            f.refusal(&token[..len]).await;
+        }
+        let bytes = token.as_bytes();
+        for i in (0..bytes.len()).step_by(3) {
+            for replacement in [b'A', b'.', b'-', b'='] {
+                if bytes[i] == replacement {
+                    continue;
+                }
+                let mut changed = bytes.to_vec();
+                changed[i] = replacement;
+                let changed = String::from_utf8(changed).unwrap();
+                f.refusal(&changed).await;
+            }
+        }
+        let (message, _) = token.rsplit_once('.').unwrap();
+        let msg = f
+            .refusal(&format!("{message}.{}", URL_SAFE_NO_PAD.encode([0_u8; 64])))
+            .await;
+        assert!(msg.contains("signature is invalid"), "{msg}");
+        let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert!(f.refusal(&huge).await.contains("too large"));
+        let long_part = format!("{}.{}.{}", "a".repeat(5000), "b", "c");
+        assert!(f.refusal(&long_part).await.contains("too long"));
+        for junk in [
+            "", ".", "..", "...", "a.b", "a.b.c", "a.b.c.d", "é.é.é", "\0.\0.\0", " . . ",
+        ] {
+            f.refusal(junk).await;
+        }
+        let header = URL_SAFE_NO_PAD.encode(b"not json");
+        f.refusal(&format!("{header}.e30.sig")).await;
+        let payload = URL_SAFE_NO_PAD.encode(b"not json");
+        let (head, _) = message.split_once('.').unwrap();
+        let forged = f.forge(&f.header(), &json!("x"), jsonwebtoken::Algorithm::ES256);
+        f.refusal(&forged).await;
+        f.refusal(&format!("{head}.{payload}.sig")).await;
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refetch_at_most_once_per_interval() {
+        let f = fixture().await;
+        let token = f.token(&f.claims());
+        f.verifier.verify(&token).await.unwrap();
+        f.verifier.verify(&token).await.unwrap();
+        assert_eq!(f.source.fetches.load(Ordering::SeqCst), 1, "cached");
+
+        let mut header = f.header();
+        for i in 0..50 {
+            header["kid"] = json!(format!("junk-{i}"));
+            f.refusal(&f.forge(&header, &f.payload(), jsonwebtoken::Algorithm::ES256))
+                .await;
+        }
+        assert_eq!(
+            f.source.fetches.load(Ordering::SeqCst),
+            1,
+            "within the interval: no fetch"
+        );
+        f.clock.advance(Duration::seconds(31));
+        for _ in 0..5 {
+            f.refusal(&f.forge(&header, &f.payload(), jsonwebtoken::Algorithm::ES256))
+                .await;
+        }
+        assert_eq!(
+            f.source.fetches.load(Ordering::SeqCst),
+            2,
+            "one fetch per interval"
+        );
+
+        // The ttl expires: the next verification fetches again.
+        f.clock.advance(Duration::minutes(5));
+        f.verifier.verify(&f.token(&f.claims())).await.unwrap();
+        assert_eq!(f.source.fetches.load(Ordering::SeqCst), 3);
+    }
+
+    /// Serves the manager's key set while `up`, fails otherwise.
+    struct Flaky {
+        inner: Arc<KeyManager>,
+        up: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl JwksSource for Flaky {
+        async fn fetch(&self) -> Result<Jwks> {
+            if self.up.load(Ordering::SeqCst) {
+                self.inner.fetch().await
+            } else {
+                Err(Error::Unavailable("jwks down".into()))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_unavailable_until_it_serves_then_its_keys_outlive_failures() {
+        let f = fixture().await;
+        let source = Arc::new(Flaky {
+            inner: f.manager.clone(),
+            up: false.into(),
+        });
+        let keys = CachedJwks::new(source.clone(), f.clock.clone());
+        assert_eq!(
+            keys.prefetch().await.unwrap_err().kind(),
+            ErrorKind::Unavailable
+        );
+        let verifier = Verifier::new(config(), keys).unwrap();
+        let token = f.token(&f.claims());
+        let err = verifier.verify(&token).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+
+        source.up.store(true, Ordering::SeqCst);
+        f.clock.advance(Duration::seconds(31));
+        verifier.verify(&token).await.unwrap();
+
+        // The source goes down: the known keys keep serving past the ttl.
+        source.up.store(false, Ordering::SeqCst);
+        f.clock.advance(Duration::minutes(6));
+        verifier.verify(&token).await.unwrap();
+        verifier.verify(&token).await.unwrap();
+        // An unknown kid is refused, not unavailable, once keys are known.
+        let mut header = f.header();
+        header["kid"] = json!("junk");
+        let junk = f.forge(&header, &f.payload(), jsonwebtoken::Algorithm::ES256);
+        let err = verifier.verify(&junk).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn tokens_survive_a_rotation_until_their_key_expires() {
+        let f = fixture().await;
+        let old_kid = f.kid();
+        let next_kid = f
+            .manager
+            .jwks()
+            .keys
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .find(|k| *k != old_kid)
+            .unwrap();
+        let mut claims = f.claims();
+        claims.exp = f.now() + 3600;
+        let old_token = f.token(&claims);
+        f.verifier.verify(&old_token).await.unwrap();
+
+        f.clock.advance(Duration::minutes(2));
+        f.manager.rotate_now().await.unwrap();
+        assert_eq!(
+            f.kid(),
+            next_kid,
+            "rotate_now switches to the published next key"
+        );
+        // The new key was already in the verifier's cache: no fetch needed.
+        let new_token = f.token(&f.claims());
+        f.verifier.verify(&new_token).await.unwrap();
+        assert_eq!(f.source.fetches.load(Ordering::SeqCst), 1);
+        // The old token still verifies, after a fresh fetch too.
+        f.clock.advance(Duration::minutes(40));
+        f.manager.refresh().await.unwrap();
+        f.verifier.verify(&old_token).await.unwrap();
+        assert_eq!(f.source.fetches.load(Ordering::SeqCst), 2);
+
+        // Its key leaves the JWKS once every token it signed has expired.
+        f.clock.advance(Duration::minutes(21));
+        f.manager.refresh().await.unwrap();
+        // (retired at +2 min, published until +62 min)
+        assert!(
+            f.manager
+                .jwks()
+                .keys
+                .iter()
+                .all(|k| k["kid"] != old_kid.as_str())
+        );
+        f.clock.advance(Duration::minutes(5));
+        let msg = f.refusal(&old_token).await;
+        assert!(msg.contains("unknown"), "{msg}");
+        f.verifier.verify(&f.token(&f.claims())).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn verify_claims_reads_id_token_hints_expired_or_not() {
+        let f = fixture().await;
+        let now = f.now();
+        let id = IdTokenClaims {
+            iss: ISSUER.into(),
+            sub: UserId::new().to_string(),
+            aud: "some-client".into(),
+            exp: now + 300,
+            iat: now,
+            auth_time: now,
+            nonce: Some("n".into()),
+            at_hash: None,
+            azp: None,
+            sid: Some("s".into()),
+            email: None,
+            email_verified: None,
+            name: None,
+            tenant_id: None,
+        };
+        let token = f.manager.sign(TYP_ID_TOKEN, &id).unwrap();
+        let read: IdTokenClaims = f.verifier.verify_claims(&token, true).await.unwrap();
+        assert_eq!(read, id);
+        // Not an access token.
+        f.refusal(&token).await;
+
+        f.clock.advance(Duration::hours(1));
+        let err = f
+            .verifier
+            .verify_claims::<IdTokenClaims>(&token, true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        let read: IdTokenClaims = f.verifier.verify_claims(&token, false).await.unwrap();
+        assert_eq!(read.sid.as_deref(), Some("s"));
+
+        let mut other = id.clone();
+        other.iss = "https://other.example.com".into();
+        let token = f.manager.sign(TYP_ID_TOKEN, &other).unwrap();
+        let err = f
+            .verifier
+            .verify_claims::<IdTokenClaims>(&token, false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    }
+
+    #[test]
+    fn configs_are_checked_and_leeway_clamped() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Utc::now()));
+        let keys = || CachedJwks::new(Arc::new(StaticJwks::default()), clock.clone());
+        let mut c = config();
+        c.issuer.clear();
+        assert_eq!(
+            Verifier::new(c, keys()).unwrap_err().field(),
+            Some("issuer")
+        );
+        let c = VerifierConfig::new(ISSUER, Vec::<String>::new());
+        assert_eq!(
+            Verifier::new(c, keys()).unwrap_err().field(),
+            Some("audiences")
+        );
+        let mut c = config();
+        c.algorithms.clear();
+        assert_eq!(
+            Verifier::new(c, keys()).unwrap_err().field(),
+            Some("algorithms")
+        );
+        let mut c = config();
+        c.leeway = Duration::seconds(-5);
+        assert_eq!(Verifier::new(c, keys()).unwrap().leeway, 0);
+        assert_eq!(config().algorithms, [Algorithm::Es256, Algorithm::EdDsa]);
+        assert_eq!(config().leeway, Duration::seconds(60));
+    }
+
+    #[test]
+    fn access_token_types() {
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+Jwt",
+        ] {
+            assert!(is_access_token_typ(typ), "{typ}");
+        }
+        for typ in [
+            "JWT",
+            "application/jwt",
+            "application/",
+            "",
+            "xat+jwt",
+            "applicationxat+jwt",
+            "é",
+        ] {
+            assert!(!is_access_token_typ(typ), "{typ}");
+        }
     }
 }
