@@ -88,7 +88,7 @@ pub struct PendingAuthorization {
 pub struct AuthorizationPageError(pub String);
 
 /// What the user sees next.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AuthorizationStep {
     /// The login form. `error` explains a failed attempt.
     Login {
@@ -223,7 +223,7 @@ impl Provider {
             client_name: client.name.clone(),
             redirect_uri: redirect_uri.to_owned(),
             scope,
-            state,
+            state: state.clone(),
             nonce: params.nonce.clone(),
             code_challenge,
             prompt_none: false,
