@@ -8,6 +8,7 @@
 
 pub(crate) mod gcra;
 mod model;
+pub(crate) mod rules;
 mod store;
 
 pub use model::{
