@@ -193,7 +193,7 @@ pub async fn key_manager(settings: &Settings) -> Result<Arc<KeyManager>, Error> 
         master_key(settings)?,
         RotationPolicy::default(),
         Arc::new(SystemClock),
-    ));
+    )?);
     keys.refresh().await?;
     Ok(keys)
 }
@@ -212,7 +212,7 @@ pub async fn gateway_state(
         master.clone(),
         RotationPolicy::default(),
         Arc::new(SystemClock),
-    ));
+    )?);
     keys.refresh().await?;
     let (sessions, limiter) = store::session_backends(stores, settings.redis_url.as_deref()).await?;
     let provider = Provider::new(ProviderParts {
@@ -247,9 +247,9 @@ pub async fn serve(
     let services = ServiceName::selected(services);
     let auth = admin_auth(settings)?;
     let stores = store::open_stores(&settings.database_url).await?;
-    let identity = Identity::new(stores.identity);
+    let identity = Identity::new(stores.identity.clone());
     let authz = if services.contains(&ServiceName::Policy) {
-        Some(Arc::new(policy_engine(stores.policies, &identity)))
+        Some(Arc::new(policy_engine(stores.policies.clone(), &identity)))
     } else {
         None
     };

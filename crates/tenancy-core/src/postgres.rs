@@ -152,6 +152,8 @@ impl PgStore {
             Scope::Global => None,
             Scope::Tenant(t) => Some(("app.tenant_id", t.to_string())),
             Scope::User(u) => Some(("app.user_id", u.to_string())),
+            #[cfg(feature = "oauth")]
+            Scope::Purge(before) => Some(("app.purge_before", before.to_rfc3339())),
         };
         if let Some((name, value)) = setting {
             sqlx::query("SELECT set_config($1, $2, true)")
@@ -165,3 +167,5 @@ impl PgStore {
 }
 
 sql_identity_store!(PgStore, Postgres);
+#[cfg(feature = "oauth")]
+crate::sql::oauth::sql_oauth_store!(PgStore, Postgres);

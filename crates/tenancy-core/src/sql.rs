@@ -7,8 +7,15 @@
 use crate::error::{Error, Result};
 use crate::ids::{TenantId, UserId};
 
+#[cfg(feature = "oauth")]
+pub(crate) mod oauth;
+
 /// Which rows an operation may touch; PostgreSQL turns it into `app.*` settings.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(feature = "postgres"),
+    expect(dead_code, reason = "only PostgreSQL reads the scope's values")
+)]
 pub(crate) enum Scope {
     /// Global tables only (tenants, users, email verifications).
     Global,
@@ -16,6 +23,10 @@ pub(crate) enum Scope {
     Tenant(TenantId),
     /// One user's memberships across tenants (read only).
     User(UserId),
+    /// No tenant, but the rows of every tenant that expired before this instant, to
+    /// delete them (PostgreSQL: `app.purge_before`).
+    #[cfg(feature = "oauth")]
+    Purge(chrono::DateTime<chrono::Utc>),
 }
 
 /// Maps an error of an `INSERT`/`UPDATE`: a unique violation becomes `AlreadyExists`

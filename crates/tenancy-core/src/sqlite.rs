@@ -107,3 +107,5 @@ impl SqliteStore {
 }
 
 sql_identity_store!(SqliteStore, Sqlite);
+#[cfg(feature = "oauth")]
+crate::sql::oauth::sql_oauth_store!(SqliteStore, Sqlite);

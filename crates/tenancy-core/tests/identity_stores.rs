@@ -1,4 +1,4 @@
-//! The identity conformance suite against every backend: memory and SQLite always,
+//! The identity and provider conformance suites against every backend: memory and SQLite always,
 //! PostgreSQL when `TENANCY_TEST_POSTGRES_URL` is set (an admin URL; each test creates
 //! and drops its own database and connects as a non-owner application role). With
 //! `TENANCY_TEST_REQUIRE_BACKENDS=1` (CI), a missing URL fails instead of skipping.
@@ -21,17 +21,34 @@ use sqlx::{AssertSqlSafe, Row};
 use tenancy_core::conformance::{self, PgTestDatabase};
 use tenancy_core::identity::{Identity, IdentityStore, NewTenant, NewUser};
 use tenancy_core::memory::MemoryStore;
+use tenancy_core::oauth::ProviderStore;
 use tenancy_core::postgres::PgStore;
 use tenancy_core::sqlite::SqliteStore;
 
-/// A store for one test, and what to tear down after it.
+/// A store for one test (as the identity and the provider stores it implements), and
+/// what to tear down after it.
 struct TestStore {
     store: Arc<dyn IdentityStore>,
+    provider: Arc<dyn ProviderStore>,
     _dir: Option<tempfile::TempDir>,
     pg: Option<PgTestDatabase>,
 }
 
 impl TestStore {
+    fn new<S: IdentityStore + ProviderStore + 'static>(
+        store: S,
+        dir: Option<tempfile::TempDir>,
+        pg: Option<PgTestDatabase>,
+    ) -> Self {
+        let store = Arc::new(store);
+        Self {
+            store: store.clone(),
+            provider: store,
+            _dir: dir,
+            pg,
+        }
+    }
+
     async fn finish(self) {
         if let Some(pg) = self.pg {
             pg.drop_database().await;
@@ -40,11 +57,7 @@ impl TestStore {
 }
 
 async fn memory() -> Option<TestStore> {
-    Some(TestStore {
-        store: Arc::new(MemoryStore::new()),
-        _dir: None,
-        pg: None,
-    })
+    Some(TestStore::new(MemoryStore::new(), None, None))
 }
 
 async fn sqlite() -> Option<TestStore> {
@@ -56,22 +69,14 @@ async fn sqlite() -> Option<TestStore> {
     let store = SqliteStore::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap(); // idempotent
-    Some(TestStore {
-        store: Arc::new(store),
-        _dir: Some(dir),
-        pg: None,
-    })
+    Some(TestStore::new(store, Some(dir), None))
 }
 
 async fn postgres() -> Option<TestStore> {
     let db = migrated_database().await?;
     let store = PgStore::connect_with(db.app_options()).await.unwrap();
     store.migrate().await.unwrap(); // as the app role: a no-op read, no DDL rights needed
-    Some(TestStore {
-        store: Arc::new(store),
-        _dir: None,
-        pg: Some(db),
-    })
+    Some(TestStore::new(store, None, Some(db)))
 }
 
 /// A database of its own, migrated by the owner, which grants the application role.

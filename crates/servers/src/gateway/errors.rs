@@ -30,7 +30,7 @@ pub const fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -46,7 +46,7 @@ pub const fn code_of(kind: ErrorKind) -> &'static str {
         ErrorKind::Conflict => "conflict",
         ErrorKind::QuotaExceeded => "quota_exceeded",
         ErrorKind::Unavailable => "unavailable",
-        ErrorKind::Internal => "internal",
+        _ => "internal",
     }
 }
 

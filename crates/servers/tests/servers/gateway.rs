@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use tenancy_core::oauth::{AuthMethod, ClientRegistration, GrantType};
-use tenancy_core::token::{HttpJwks, Verifier, VerifierConfig};
 
 use super::gateway_support::{
-    Browser, Gateway, authorize_url, code_flow_tokens, form, param, pkce, post_form, token_basic,
+    Browser, Gateway, authorize_url, http_verifier, code_flow_tokens, form, param, pkce, post_form, token_basic,
 };
 use super::support::ADMIN_TOKEN;
 
@@ -105,7 +104,7 @@ async fn pkce_is_required_for_public_clients_and_checked() {
     assert_eq!(param(&back.location().unwrap(), "state").as_deref(), Some("st4te"));
 
     let id = client.id.to_string();
-    let mut code_for = async |verifier_challenge: &str| {
+    let code_for = async |verifier_challenge: &str| {
         let url = authorize_url(&gateway, &client, redirect, "openid", Some(verifier_challenge), &[]);
         let back = Browser::new().authorize(&gateway, &url, "ada@example.com", None).await;
         param(&back, "code").unwrap()
@@ -240,13 +239,10 @@ async fn client_credentials_tokens_carry_the_tenant_and_no_refresh_token() {
     let body = reply.json();
     assert!(body.get("refresh_token").is_none());
     assert_eq!(body["scope"], "reports:read");
-    let verifier = Verifier::new(
-        VerifierConfig::new(gateway.base.clone(), vec![client.id.to_string()]),
-        Arc::new(HttpJwks::new(gateway.url("/jwks.json"))),
-    );
+    let verifier = http_verifier(&gateway, &client.id.to_string());
     let verified = verifier.verify_for_tenant(body["access_token"].as_str().unwrap(), acme.id).await.unwrap();
     assert_eq!(verified.context.tenant_id, acme.id);
-    assert_eq!(verified.claims.client_id, client.id.to_string());
+    assert_eq!(verified.claims.client_id, client.id);
     // A token of tenant A presented for tenant B is refused.
     let beta = gateway.tenant("beta").await;
     assert!(verifier.verify_for_tenant(body["access_token"].as_str().unwrap(), beta.id).await.is_err());
@@ -462,10 +458,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_before_signing() {
     let new_kid = jsonwebtoken::decode_header(after["access_token"].as_str().unwrap()).unwrap().kid.unwrap();
     assert_ne!(new_kid, old_kid);
     assert!(published.contains(&new_kid), "the new signing key was in the JWKS before it signed");
-    let verifier = Verifier::new(
-        VerifierConfig::new(gateway.base.clone(), vec![client.id.to_string()]),
-        Arc::new(HttpJwks::new(gateway.url("/jwks.json"))),
-    );
+    let verifier = http_verifier(&gateway, &client.id.to_string());
     verifier.verify(&before).await.expect("a token signed before the rotation still verifies");
     verifier.verify(after["access_token"].as_str().unwrap()).await.unwrap();
     // Without the admin token, no rotation.

@@ -17,7 +17,8 @@ use tenancy_core::oauth::{
     Client, ClientRegistration, GrantType, MemoryRateLimiter, Provider, ProviderConfig,
     ProviderParts,
 };
-use tenancy_core::token::{KeyManager, MasterKey, RotationPolicy};
+use tenancy_core::clock::SystemClock;
+use tenancy_core::token::{CachedJwks, HttpJwks, KeyManager, MasterKey, RotationPolicy, Verifier, VerifierConfig};
 use tenancy_servers::AdminAuth;
 use tenancy_servers::gateway::GatewayState;
 use tokio::net::TcpListener;
@@ -55,7 +56,7 @@ impl Gateway {
             master.clone(),
             RotationPolicy::default(),
             clock.clone(),
-        ));
+        ).unwrap());
         keys.refresh().await.unwrap();
         let provider = Arc::new(
             Provider::new(ProviderParts {
@@ -159,7 +160,7 @@ impl Gateway {
 
 /// A PKCE verifier and its S256 challenge.
 pub fn pkce() -> (String, String) {
-    let verifier = format!("v{}", uuid::Uuid::new_v4().simple()).repeat(2);
+    let verifier = format!("v{}", uuid::Uuid::now_v7().simple()).repeat(2);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
 }
@@ -351,4 +352,15 @@ pub async fn code_flow_tokens(gateway: &Gateway, client: &Client, secret: &str, 
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.json()
+}
+
+/// A resource server's verifier of the gateway's access tokens for `audience`, fetching
+/// the JWKS over HTTP.
+pub fn http_verifier(gateway: &Gateway, audience: &str) -> Verifier {
+    let source = Arc::new(HttpJwks::new(&gateway.url("/jwks.json")).unwrap());
+    Verifier::new(
+        VerifierConfig::new(gateway.base.clone(), [audience.to_owned()]),
+        CachedJwks::new(source, Arc::new(SystemClock)),
+    )
+    .unwrap()
 }

@@ -613,6 +613,33 @@ pub async fn oauth_refresh_tokens(store: &dyn OAuthStore) {
     );
     // The other grant is untouched.
     assert_eq!(store.grant(tenant, machine.id).await.unwrap(), machine);
+
+    // Rotations racing a revocation of their grant never leave a usable token behind.
+    let family = sample_grant(tenant, client.id);
+    store.insert_grant(tenant, &family).await.unwrap();
+    let root = sample_refresh_token(&family);
+    store.insert_refresh_token(tenant, &root).await.unwrap();
+    let replacements: Vec<RefreshToken> = (0..8).map(|_| sample_refresh_token(&family)).collect();
+    let at = now();
+    let rotations = join_all(
+        replacements
+            .iter()
+            .map(|new| store.rotate_refresh_token(tenant, &root.token_hash, new, at)),
+    );
+    let (rotations, revoked) =
+        futures_util::future::join(rotations, store.revoke_grant(tenant, family.id, at)).await;
+    revoked.unwrap();
+    for r in rotations {
+        assert!(!matches!(r.unwrap(), RefreshRotation::Unknown));
+    }
+    for token in replacements.iter().chain([&root]) {
+        if let Ok(stored) = store.refresh_token(tenant, &token.token_hash).await {
+            assert!(
+                stored.used_at.is_some(),
+                "a token of a revoked grant must be spent"
+            );
+        }
+    }
 }
 
 /// Consents: absent, remembered, replaced, forgotten (twice without error); a consent

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::identity::TokenHash;
 use crate::ids::{ClientId, GrantId, TenantId, UserId};
 use crate::oauth::gcra::Gcra;
+use crate::oauth::rules::{check_client_scope, check_same_family};
 use crate::oauth::{
     AuthorizationCode, Client, ClientScope, CodeRedemption, Consent, Grant, LoginSession,
     OAuthStore, Quota, RateDecision, RateLimiter, RefreshRotation, RefreshToken, SessionStore,
@@ -57,27 +58,6 @@ impl OAuthState {
             .filter(|c| c.tenant_id == scope.tenant())
             .ok_or_else(|| Error::not_found("client", id))
     }
-}
-
-/// Checks that a client written through `scope` names that scope's tenant.
-pub(crate) fn check_client_scope(scope: ClientScope, client: &Client) -> Result<()> {
-    if client.tenant_id == scope.tenant() {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "tenant_id",
-            format!(
-                "client `{}` names {} but the call is scoped to {}",
-                client.id,
-                describe(client.tenant_id),
-                describe(scope.tenant())
-            ),
-        ))
-    }
-}
-
-fn describe(tenant: Option<TenantId>) -> String {
-    tenant.map_or_else(|| "no tenant".to_owned(), |t| format!("tenant `{t}`"))
 }
 
 #[async_trait]
@@ -371,21 +351,6 @@ impl OAuthStore for MemoryStore {
         s.sessions.retain(|_, session| session.expires_at >= now);
         retain(n, s.sessions.len());
         Ok(u64::try_from(gone).unwrap_or(u64::MAX))
-    }
-}
-
-/// A rotated token must stay in its family.
-pub(crate) fn check_same_family(old: &RefreshToken, new: &RefreshToken) -> Result<()> {
-    if old.grant_id == new.grant_id {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "grant_id",
-            format!(
-                "the new refresh token names grant `{}` but the old one belongs to `{}`",
-                new.grant_id, old.grant_id
-            ),
-        ))
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod gcra;
 mod grants;
 mod model;
 mod provider;
+pub(crate) mod rules;
 mod store;
 
 pub use authorize::{
