@@ -74,6 +74,8 @@ impl Provider {
         let own_tokens = Verifier::new(
             VerifierConfig {
                 algorithms: vec![Algorithm::Es256, Algorithm::EdDsa, Algorithm::Rs256],
+                // Our own clock judges our own tokens: no skew to forgive.
+                leeway: chrono::Duration::zero(),
                 ..VerifierConfig::new(parts.config.issuer.clone(), [parts.config.issuer.clone()])
             },
             CachedJwks::new(source, Arc::clone(&clock)),
