@@ -9,6 +9,7 @@ use tenancy_core::identity::IdentityStore;
 use tenancy_core::memory::MemoryStore;
 use tenancy_core::oauth::{OAuthStore, RateLimiter, SessionStore};
 use tenancy_core::memory::MemoryRateLimiter;
+use tenancy_core::redis_store::{RedisRateLimiter, RedisSessionStore};
 use tenancy_core::token::KeyStore;
 use tenancy_core::postgres::PgStore;
 use tenancy_core::sqlite::SqliteStore;
@@ -63,7 +64,10 @@ pub async fn session_backends(
     redis_url: Option<&str>,
 ) -> Result<(Arc<dyn SessionStore>, Arc<dyn RateLimiter>), Error> {
     match redis_url {
-        Some(_url) => Err(Error::Config("REDIS-PENDING".into())),
+        Some(url) => Ok((
+            Arc::new(RedisSessionStore::connect(url, "tenancy").await?),
+            Arc::new(RedisRateLimiter::connect(url, "tenancy").await?),
+        )),
         None => Ok((stores.sessions.clone(), Arc::new(MemoryRateLimiter::new()))),
     }
 }

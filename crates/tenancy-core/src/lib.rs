@@ -17,6 +17,8 @@ mod sql;
 pub mod conformance;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "oauth")]

@@ -1261,6 +1261,13 @@ pub async fn rate_limiter(limiter: &dyn RateLimiter) {
     let other = unique("rate");
     let t0 = now();
     let at = |d: StdDuration| t0 + Duration::from_std(d).unwrap();
+    // Peeking counts nothing.
+    for _ in 0..10 {
+        assert_eq!(
+            limiter.peek(&key, quota, t0).await.unwrap(),
+            RateDecision::Allowed
+        );
+    }
     for i in 0..5 {
         assert_eq!(
             limiter.check(&key, quota, t0).await.unwrap(),
@@ -1268,6 +1275,12 @@ pub async fn rate_limiter(limiter: &dyn RateLimiter) {
             "request {i}"
         );
     }
+    assert_eq!(
+        limiter.peek(&key, quota, t0).await.unwrap(),
+        RateDecision::Limited {
+            retry_after: interval
+        }
+    );
     assert_eq!(
         limiter.check(&key, quota, t0).await.unwrap(),
         RateDecision::Limited {

@@ -4,10 +4,14 @@
 use chrono::{Duration, Utc};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgPoolOptions;
+use tenancy_core::conformance::backend_url;
 use tenancy_core::conformance::oauth as suite;
 use tenancy_core::memory::MemoryRateLimiter;
-use tenancy_core::oauth::{ClientScope, Consent, OAuthStore};
+use tenancy_core::oauth::{
+    ClientScope, Consent, OAuthStore, Quota, RateDecision, RateLimiter, SessionStore,
+};
 use tenancy_core::postgres::PgStore;
+use tenancy_core::redis_store::{RedisRateLimiter, RedisSessionStore};
 use tenancy_core::{TenantId, UserId};
 
 use super::migrated_database;
@@ -48,6 +52,92 @@ provider_suite!(memory, sqlite, postgres);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_rate_limiter() {
     suite::rate_limiter(&MemoryRateLimiter::new()).await;
+}
+
+/// A key prefix of its own for one Redis test (CI deletes `tenancy-test-*` keys).
+fn redis_prefix() -> String {
+    format!("tenancy-test-{}", uuid::Uuid::now_v7().simple())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sessions() {
+    let Some(url) = backend_url("TENANCY_TEST_REDIS_URL", "Redis sessions") else {
+        return;
+    };
+    let prefix = redis_prefix();
+    let store = RedisSessionStore::connect(&url, &prefix).await.unwrap();
+    suite::login_sessions(&store).await;
+
+    // Redis itself expires a session at its expiry, and its user's set no later.
+    let session = suite::sample_session(UserId::new());
+    store.insert_session(&session).await.unwrap();
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let at: i64 = redis::cmd("PEXPIRETIME")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(at, session.expires_at.timestamp_millis(), "{key}");
+    }
+    // A session that has already expired is not stored.
+    let mut old = suite::sample_session(UserId::new());
+    old.expires_at = Utc::now() - Duration::seconds(1);
+    store.insert_session(&old).await.unwrap();
+    assert_eq!(
+        store
+            .session(&old.id_hash, old.auth_time - Duration::hours(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.delete_user_sessions(old.user_id).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rate_limiter() {
+    let Some(url) = backend_url("TENANCY_TEST_REDIS_URL", "Redis rate limiter") else {
+        return;
+    };
+    let prefix = redis_prefix();
+    let limiter = RedisRateLimiter::connect(&url, &prefix).await.unwrap();
+    suite::rate_limiter(&limiter).await;
+
+    // Two processes (two connections) share each key's budget.
+    let other = RedisRateLimiter::connect(&url, &prefix).await.unwrap();
+    let quota = Quota {
+        burst: 4,
+        period: std::time::Duration::from_secs(60),
+    };
+    let now = Utc::now();
+    let checks = (0..12).map(|i| {
+        let limiter = if i % 2 == 0 { &limiter } else { &other };
+        limiter.check("shared", quota, now)
+    });
+    let allowed = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter(|d| *d.as_ref().unwrap() == RateDecision::Allowed)
+        .count();
+    assert_eq!(allowed, 4);
+    // Another prefix is another namespace.
+    let elsewhere = RedisRateLimiter::connect(&url, &redis_prefix())
+        .await
+        .unwrap();
+    assert_eq!(
+        elsewhere.check("shared", quota, now).await.unwrap(),
+        RateDecision::Allowed
+    );
 }
 
 /// The provider's tenant tables, as named in the migrations.
