@@ -228,10 +228,16 @@ impl CachedJwks {
     /// The verification key of `kid`: `Ok(None)` when the source does not publish it;
     /// `Unavailable` when the key set was never fetched successfully.
     async fn key(&self, kid: &str, now: DateTime<Utc>) -> Result<Option<Arc<VerifyKey>>> {
-        if let Some(answer) = self.lookup(kid, now).settled() {
+        let first = self.lookup(kid, now);
+        if let Some(answer) = first.settled() {
             return answer;
         }
-        let _fetching = self.fetching.lock().await;
+        // A stale key keeps serving while another task fetches; only a missing key waits.
+        let _fetching = match (self.fetching.try_lock(), first.key) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(stale)) => return Ok(Some(stale)),
+            (Err(_), None) => self.fetching.lock().await,
+        };
         // Another task may have fetched while this one waited.
         let before = self.lookup(kid, now);
         if let Some(answer) = before.settled() {
@@ -1082,6 +1088,53 @@ mod tests {
         let junk = f.forge(&header, &f.payload(), jsonwebtoken::Algorithm::ES256);
         let err = verifier.verify(&junk).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    }
+
+    /// Holds every fetch after the first until released.
+    struct Gated {
+        inner: Arc<KeyManager>,
+        fetches: AtomicUsize,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl JwksSource for Gated {
+        async fn fetch(&self) -> Result<Jwks> {
+            if self.fetches.fetch_add(1, Ordering::SeqCst) > 0 {
+                self.release.notified().await;
+            }
+            self.inner.fetch().await
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_keys_serve_while_one_task_fetches() {
+        let f = fixture().await;
+        let source = Arc::new(Gated {
+            inner: f.manager.clone(),
+            fetches: AtomicUsize::new(0),
+            release: tokio::sync::Notify::new(),
+        });
+        let keys = CachedJwks::new(source.clone(), f.clock.clone());
+        let verifier = Arc::new(Verifier::new(config(), keys).unwrap());
+        let token = f.token(&f.claims());
+        verifier.verify(&token).await.unwrap();
+
+        f.clock.advance(Duration::minutes(6));
+        let fetching = tokio::spawn({
+            let (verifier, token) = (verifier.clone(), token.clone());
+            async move { verifier.verify(&token).await }
+        });
+        while source.fetches.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The refetch hangs; other verifications do not wait for it.
+        let quick =
+            tokio::time::timeout(std::time::Duration::from_secs(5), verifier.verify(&token));
+        quick.await.expect("not blocked by the fetch").unwrap();
+        source.release.notify_one();
+        fetching.await.unwrap().unwrap();
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
