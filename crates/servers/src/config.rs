@@ -311,7 +311,10 @@ impl std::fmt::Debug for Settings {
             .field("policy_addr", &self.policy_addr)
             .field("gateway_addr", &self.gateway_addr)
             .field("issuer", &self.issuer)
-            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("redis_url", &self.redis_url)
             .field(
                 "admin_token",
@@ -496,7 +499,11 @@ mod tests {
         assert_eq!(ServiceName::selected(&args.services), ServiceName::ALL);
         assert_eq!(
             ServiceName::ALL,
-            [ServiceName::Identity, ServiceName::Policy, ServiceName::Gateway]
+            [
+                ServiceName::Identity,
+                ServiceName::Policy,
+                ServiceName::Gateway
+            ]
         );
         let Command::Serve(args) = parse(&["serve", "identity", "identity"]).command else {
             panic!("not serve");

@@ -214,7 +214,8 @@ pub async fn gateway_state(
         Arc::new(SystemClock),
     )?);
     keys.refresh().await?;
-    let (sessions, limiter) = store::session_backends(stores, settings.redis_url.as_deref()).await?;
+    let (sessions, limiter) =
+        store::session_backends(stores, settings.redis_url.as_deref()).await?;
     let provider = Provider::new(ProviderParts {
         config: ProviderConfig::new(settings.issuer.clone()),
         identity: identity.clone(),

@@ -6,13 +6,13 @@ use tenancy_authz::PolicyStore;
 use tenancy_authz::memory::MemoryPolicyStore;
 use tenancy_authz::sql::{migrate_postgres, migrate_sqlite};
 use tenancy_core::identity::IdentityStore;
+use tenancy_core::memory::MemoryRateLimiter;
 use tenancy_core::memory::MemoryStore;
 use tenancy_core::oauth::{OAuthStore, RateLimiter, SessionStore};
-use tenancy_core::memory::MemoryRateLimiter;
-use tenancy_core::redis_store::{RedisRateLimiter, RedisSessionStore};
-use tenancy_core::token::KeyStore;
 use tenancy_core::postgres::PgStore;
+use tenancy_core::redis_store::{RedisRateLimiter, RedisSessionStore};
 use tenancy_core::sqlite::SqliteStore;
+use tenancy_core::token::KeyStore;
 
 use crate::Error;
 

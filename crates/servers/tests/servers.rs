@@ -13,13 +13,13 @@ mod support;
 
 #[path = "servers/binary.rs"]
 mod binary;
-#[path = "servers/identity.rs"]
-mod identity;
-#[path = "servers/policy.rs"]
-mod policy;
 #[path = "servers/gateway.rs"]
 mod gateway;
 #[path = "servers/gateway_interop.rs"]
 mod gateway_interop;
 #[path = "servers/gateway_support.rs"]
 mod gateway_support;
+#[path = "servers/identity.rs"]
+mod identity;
+#[path = "servers/policy.rs"]
+mod policy;

@@ -55,36 +55,43 @@ fn view(client: &Client) -> Value {
     })
 }
 
-fn authorize(state: &GatewayState, headers: &HeaderMap) -> Result<(), Response> {
-    state
-        .admin
-        .check_authorization(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
-        .map_err(|e| api_error(&e))
+fn authorize(state: &GatewayState, headers: &HeaderMap) -> Result<(), Error> {
+    state.admin.check_authorization(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
-fn query(raw: Option<String>) -> Result<HashMap<String, String>, Response> {
-    parse_form(raw.unwrap_or_default().as_bytes()).map_err(|e| api_error(&Error::invalid("query", e)))
+fn query(raw: Option<String>) -> Result<HashMap<String, String>, Error> {
+    parse_form(raw.unwrap_or_default().as_bytes()).map_err(|e| Error::invalid("query", e))
 }
 
-fn scope_of(q: &HashMap<String, String>) -> Result<ClientScope, Response> {
+fn scope_of(q: &HashMap<String, String>) -> Result<ClientScope, Error> {
     match q.get("tenant_id") {
         None => Ok(ClientScope::Global),
-        Some(t) => TenantId::parse_field("tenant_id", t).map(ClientScope::Tenant).map_err(|e| api_error(&e)),
+        Some(t) => TenantId::parse_field("tenant_id", t).map(ClientScope::Tenant),
     }
 }
 
-fn version_of(q: &HashMap<String, String>) -> Result<i64, Response> {
+fn version_of(q: &HashMap<String, String>) -> Result<i64, Error> {
     q.get("expected_version")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| api_error(&Error::invalid("expected_version", "is required: the version you read")))
+        .ok_or_else(|| Error::invalid("expected_version", "is required: the version you read"))
 }
 
-fn client_id(id: &str) -> Result<ClientId, Response> {
-    ClientId::parse_field("id", id).map_err(|e| api_error(&e))
+fn client_id(id: &str) -> Result<ClientId, Error> {
+    ClientId::parse_field("id", id)
 }
 
-fn registration(body: &[u8]) -> Result<ClientRegistration, Response> {
-    serde_json::from_slice(body).map_err(|e| api_error(&Error::invalid("body", format!("not a valid client registration: {e}"))))
+fn registration(body: &[u8]) -> Result<ClientRegistration, Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::invalid("body", format!("not a valid client registration: {e}")))
+}
+
+/// A handler's answer: its response, or its error as JSON.
+fn respond(result: Result<Response, Error>) -> Response {
+    result.unwrap_or_else(|e| api_error(&e))
 }
 
 fn ok(status: StatusCode, body: Value) -> Response {
@@ -92,35 +99,32 @@ fn ok(status: StatusCode, body: Value) -> Response {
 }
 
 async fn create(State(state): State<GatewayState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
-    }
-    let registration = match registration(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    match state.provider.register_client(registration).await {
-        Ok((client, secret)) => {
-            let mut body = view(&client);
-            if let (Some(secret), Some(map)) = (secret, body.as_object_mut()) {
-                map.insert("client_secret".into(), json!(secret.expose()));
-            }
-            ok(StatusCode::CREATED, body)
+    let result = async {
+        authorize(&state, &headers)?;
+        let (client, secret) = state.provider.register_client(registration(&body)?).await?;
+        let mut body = view(&client);
+        if let (Some(secret), Some(map)) = (secret, body.as_object_mut()) {
+            map.insert("client_secret".into(), json!(secret.expose()));
         }
-        Err(e) => api_error(&e),
+        Ok::<_, Error>(ok(StatusCode::CREATED, body))
     }
+    .await;
+    respond(result)
 }
 
-async fn list(State(state): State<GatewayState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+async fn list(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let q = query(raw)?;
         let scope = scope_of(&q)?;
         let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
-        let page = PageRequest::from_token(q.get("page_token").map_or("", String::as_str), limit)
-            .map_err(|e| api_error(&e))?;
-        let page = state.provider.list_clients(scope, &page).await.map_err(|e| api_error(&e))?;
-        Ok::<_, Response>(ok(
+        let page = PageRequest::from_token(q.get("page_token").map_or("", String::as_str), limit)?;
+        let page = state.provider.list_clients(scope, &page).await?;
+        Ok::<_, Error>(ok(
             StatusCode::OK,
             json!({
                 "clients": page.items.iter().map(view).collect::<Vec<_>>(),
@@ -129,18 +133,23 @@ async fn list(State(state): State<GatewayState>, headers: HeaderMap, RawQuery(ra
         ))
     }
     .await;
-    result.unwrap_or_else(|r| r)
+    respond(result)
 }
 
-async fn read(State(state): State<GatewayState>, headers: HeaderMap, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn read(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let scope = scope_of(&query(raw)?)?;
-        let client = state.provider.client_in(scope, client_id(&id)?).await.map_err(|e| api_error(&e))?;
-        Ok::<_, Response>(ok(StatusCode::OK, view(&client)))
+        let client = state.provider.client_in(scope, client_id(&id)?).await?;
+        Ok::<_, Error>(ok(StatusCode::OK, view(&client)))
     }
     .await;
-    result.unwrap_or_else(|r| r)
+    respond(result)
 }
 
 async fn update(
@@ -158,26 +167,35 @@ async fn update(
         let client = state
             .provider
             .update_client(scope, id, version, registration)
-            .await
-            .map_err(|e| api_error(&e))?;
-        Ok::<_, Response>(ok(StatusCode::OK, view(&client)))
+            .await?;
+        Ok::<_, Error>(ok(StatusCode::OK, view(&client)))
     }
     .await;
-    result.unwrap_or_else(|r| r)
+    respond(result)
 }
 
-async fn delete(State(state): State<GatewayState>, headers: HeaderMap, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn delete(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let scope = scope_of(&query(raw)?)?;
-        state.provider.delete_client(scope, client_id(&id)?).await.map_err(|e| api_error(&e))?;
-        Ok::<_, Response>((StatusCode::NO_CONTENT, no_store()).into_response())
+        state.provider.delete_client(scope, client_id(&id)?).await?;
+        Ok::<_, Error>((StatusCode::NO_CONTENT, no_store()).into_response())
     }
     .await;
-    result.unwrap_or_else(|r| r)
+    respond(result)
 }
 
-async fn rotate_secret(State(state): State<GatewayState>, headers: HeaderMap, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn rotate_secret(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let q = query(raw)?;
@@ -185,24 +203,24 @@ async fn rotate_secret(State(state): State<GatewayState>, headers: HeaderMap, Pa
         let (client, secret) = state
             .provider
             .rotate_client_secret(scope, id, version)
-            .await
-            .map_err(|e| api_error(&e))?;
+            .await?;
         let mut body = view(&client);
         if let Some(map) = body.as_object_mut() {
             map.insert("client_secret".into(), json!(secret.expose()));
         }
-        Ok::<_, Response>(ok(StatusCode::OK, body))
+        Ok::<_, Error>(ok(StatusCode::OK, body))
     }
     .await;
-    result.unwrap_or_else(|r| r)
+    respond(result)
 }
 
 async fn rotate_keys(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return r;
+    let result = async {
+        authorize(&state, &headers)?;
+        state.provider.keys().rotate_now().await?;
+        let jwks = serde_json::to_value(state.provider.keys().jwks()).unwrap_or(Value::Null);
+        Ok::<_, Error>(ok(StatusCode::OK, jwks))
     }
-    match state.provider.keys().rotate_now().await {
-        Ok(()) => ok(StatusCode::OK, serde_json::to_value(state.provider.keys().jwks()).unwrap_or(Value::Null)),
-        Err(e) => api_error(&e),
-    }
+    .await;
+    respond(result)
 }

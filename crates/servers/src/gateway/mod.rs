@@ -70,10 +70,22 @@ pub fn router(state: GatewayState) -> Router {
         .route("/token", post(handlers::token))
         .route("/introspect", post(handlers::introspect))
         .route("/revoke", post(handlers::revoke))
-        .route("/userinfo", get(handlers::userinfo).post(handlers::userinfo))
-        .route("/logout", get(handlers::logout_get).post(handlers::logout_post))
-        .route("/.well-known/openid-configuration", get(handlers::discovery))
-        .route("/.well-known/oauth-authorization-server", get(handlers::discovery))
+        .route(
+            "/userinfo",
+            get(handlers::userinfo).post(handlers::userinfo),
+        )
+        .route(
+            "/logout",
+            get(handlers::logout_get).post(handlers::logout_post),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(handlers::discovery),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(handlers::discovery),
+        )
         .route("/jwks.json", get(handlers::jwks))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))

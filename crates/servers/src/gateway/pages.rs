@@ -49,10 +49,20 @@ fn hidden(request: &str, csrf: &str) -> String {
 }
 
 /// The login form, posting to `/login`.
-pub fn login(client: &str, request: &str, csrf: &str, hint: Option<&str>, error: Option<&str>) -> String {
+pub fn login(
+    client: &str,
+    request: &str,
+    csrf: &str,
+    hint: Option<&str>,
+    error: Option<&str>,
+) -> String {
     let mut body = format!("<h1>Sign in to continue to {}</h1>", escape(client));
     if let Some(error) = error {
-        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", escape(error));
+        let _ = write!(
+            body,
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape(error)
+        );
     }
     let _ = write!(
         body,
@@ -88,7 +98,13 @@ pub fn choose_tenant(client: &str, request: &str, csrf: &str, tenants: &[Tenant]
 }
 
 /// The consent form, posting to `/consent`.
-pub fn consent(client: &str, tenant: &Tenant, scopes: &Scopes, request: &str, csrf: &str) -> String {
+pub fn consent(
+    client: &str,
+    tenant: &Tenant,
+    scopes: &Scopes,
+    request: &str,
+    csrf: &str,
+) -> String {
     let mut body = format!(
         "<h1>Allow {} access?</h1><p>Organization: <strong>{}</strong></p><p>It asks for:</p><ul>",
         escape(client),
@@ -121,7 +137,10 @@ fn describe_scope(scope: &str) -> &str {
 pub fn error(message: &str) -> String {
     page(
         "Error",
-        &format!("<h1>This request cannot be completed</h1><p class=\"error\">{}</p>", escape(message)),
+        &format!(
+            "<h1>This request cannot be completed</h1><p class=\"error\">{}</p>",
+            escape(message)
+        ),
     )
 }
 

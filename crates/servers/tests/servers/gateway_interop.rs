@@ -26,7 +26,11 @@ async fn http(request: HttpRequest) -> Result<HttpResponse, std::io::Error> {
     for (name, value) in &parts.headers {
         builder = builder.header(name, value);
     }
-    let response = builder.body(body).send().await.map_err(std::io::Error::other)?;
+    let response = builder
+        .body(body)
+        .send()
+        .await
+        .map_err(std::io::Error::other)?;
     let mut out = openidconnect::http::Response::builder().status(response.status().as_u16());
     for (name, value) in response.headers() {
         out = out.header(name.as_str(), value.as_bytes());
@@ -43,9 +47,10 @@ async fn openidconnect_crate_runs_the_full_code_flow() {
     let redirect = "http://127.0.0.1:7777/callback";
     let (client, secret) = gateway.web_client(redirect).await;
 
-    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(gateway.base.clone()).unwrap(), &http)
-        .await
-        .expect("discovery");
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(gateway.base.clone()).unwrap(), &http)
+            .await
+            .expect("discovery");
     let oidc = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(client.id.to_string()),
@@ -55,16 +60,25 @@ async fn openidconnect_crate_runs_the_full_code_flow() {
 
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, csrf, nonce) = oidc
-        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
         .add_scope(Scope::new("email".into()))
         .add_scope(Scope::new("profile".into()))
         .add_scope(Scope::new("offline_access".into()))
         .set_pkce_challenge(challenge)
         .url();
 
-    let back = Browser::new().authorize(&gateway, url.as_str(), "ada@example.com", None).await;
+    let back = Browser::new()
+        .authorize(&gateway, url.as_str(), "ada@example.com", None)
+        .await;
     assert!(back.starts_with(redirect), "{back}");
-    assert_eq!(param(&back, "state").as_deref(), Some(csrf.secret().as_str()));
+    assert_eq!(
+        param(&back, "state").as_deref(),
+        Some(csrf.secret().as_str())
+    );
     assert_eq!(param(&back, "iss").as_deref(), Some(gateway.base.as_str()));
     let code = param(&back, "code").expect("code");
 
@@ -79,7 +93,9 @@ async fn openidconnect_crate_runs_the_full_code_flow() {
     let id_verifier = oidc
         .id_token_verifier()
         .set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
-    let claims = id_token.claims(&id_verifier, &nonce).expect("valid id token");
+    let claims = id_token
+        .claims(&id_verifier, &nonce)
+        .expect("valid id token");
     assert_eq!(claims.subject().as_str(), user.id.to_string());
     assert_eq!(claims.email().map(|e| e.as_str()), Some("ada@example.com"));
     assert!(claims.auth_time().is_some());
@@ -92,7 +108,10 @@ async fn openidconnect_crate_runs_the_full_code_flow() {
     assert_eq!(claims.access_token_hash(), Some(&expected_hash));
 
     let info: CoreUserInfoClaims = oidc
-        .user_info(tokens.access_token().clone(), Some(claims.subject().clone()))
+        .user_info(
+            tokens.access_token().clone(),
+            Some(claims.subject().clone()),
+        )
         .unwrap()
         .request_async(&http)
         .await
@@ -106,10 +125,25 @@ async fn openidconnect_crate_runs_the_full_code_flow() {
         .request_async(&http)
         .await
         .expect("refresh");
-    assert_ne!(refreshed.access_token().secret(), tokens.access_token().secret());
+    assert_ne!(
+        refreshed.access_token().secret(),
+        tokens.access_token().secret()
+    );
     let rotated = refreshed.refresh_token().expect("rotated refresh token");
     assert_ne!(rotated.secret(), refresh.secret());
     // The old refresh token is spent: replaying it fails (and revokes the family).
-    assert!(oidc.exchange_refresh_token(refresh).unwrap().request_async(&http).await.is_err());
-    assert!(oidc.exchange_refresh_token(rotated).unwrap().request_async(&http).await.is_err());
+    assert!(
+        oidc.exchange_refresh_token(refresh)
+            .unwrap()
+            .request_async(&http)
+            .await
+            .is_err()
+    );
+    assert!(
+        oidc.exchange_refresh_token(rotated)
+            .unwrap()
+            .request_async(&http)
+            .await
+            .is_err()
+    );
 }

@@ -11,14 +11,16 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use sha2::{Digest, Sha256};
 use tenancy_core::clock::ManualClock;
+use tenancy_core::clock::SystemClock;
 use tenancy_core::identity::{Identity, NewTenant, NewUser, Tenant, User};
 use tenancy_core::memory::MemoryStore;
 use tenancy_core::oauth::{
     Client, ClientRegistration, GrantType, MemoryRateLimiter, Provider, ProviderConfig,
     ProviderParts,
 };
-use tenancy_core::clock::SystemClock;
-use tenancy_core::token::{CachedJwks, HttpJwks, KeyManager, MasterKey, RotationPolicy, Verifier, VerifierConfig};
+use tenancy_core::token::{
+    CachedJwks, HttpJwks, KeyManager, MasterKey, RotationPolicy, Verifier, VerifierConfig,
+};
 use tenancy_servers::AdminAuth;
 use tenancy_servers::gateway::GatewayState;
 use tokio::net::TcpListener;
@@ -51,12 +53,15 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let master = MasterKey::generate().unwrap();
-        let keys = Arc::new(KeyManager::new(
-            store.clone(),
-            master.clone(),
-            RotationPolicy::default(),
-            clock.clone(),
-        ).unwrap());
+        let keys = Arc::new(
+            KeyManager::new(
+                store.clone(),
+                master.clone(),
+                RotationPolicy::default(),
+                clock.clone(),
+            )
+            .unwrap(),
+        );
         keys.refresh().await.unwrap();
         let provider = Arc::new(
             Provider::new(ProviderParts {
@@ -80,7 +85,13 @@ impl Gateway {
         tokio::spawn(tenancy_servers::run_gateway(listener, state, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }));
-        Self { base, provider, identity, clock, stop }
+        Self {
+            base,
+            provider,
+            identity,
+            clock,
+            stop,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -111,7 +122,10 @@ impl Gateway {
             .await
             .unwrap();
         for t in tenants {
-            self.identity.add_member(t.id, user.id, &["admin"]).await.unwrap();
+            self.identity
+                .add_member(t.id, user.id, &["admin"])
+                .await
+                .unwrap();
         }
         user
     }
@@ -154,7 +168,10 @@ impl Gateway {
 
     pub async fn client(&self, registration: ClientRegistration) -> (Client, String) {
         let (client, secret) = self.provider.register_client(registration).await.unwrap();
-        (client, secret.map(|s| s.expose().to_owned()).unwrap_or_default())
+        (
+            client,
+            secret.map(|s| s.expose().to_owned()).unwrap_or_default(),
+        )
     }
 }
 
@@ -174,7 +191,9 @@ pub struct Reply {
 
 impl Reply {
     pub fn location(&self) -> Option<String> {
-        self.headers.get(LOCATION).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -182,26 +201,38 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 
     /// The `value` of the hidden input `name` of the page.
     pub fn hidden(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker).unwrap_or_else(|| panic!("no `{name}` in {}", self.body)) + marker.len();
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no `{name}` in {}", self.body))
+            + marker.len();
         let end = self.body[start..].find('"').unwrap() + start;
         unescape(&self.body[start..end])
     }
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// A query parameter of a URL.
 pub fn param(url: &str, name: &str) -> Option<String> {
     let url = url::Url::parse(url).unwrap();
-    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A scripted browser: keeps cookies, never follows redirects.
@@ -214,13 +245,20 @@ pub struct Browser {
 impl Browser {
     pub fn new() -> Self {
         Self {
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             cookies: HashMap::new(),
         }
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     async fn absorb(&mut self, response: reqwest::Response) -> Reply {
@@ -237,11 +275,21 @@ impl Browser {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.text().await.unwrap();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&mut self, url: &str) -> Reply {
-        let response = self.http.get(url).header("cookie", self.cookie_header()).send().await.unwrap();
+        let response = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
         self.absorb(response).await
     }
 
@@ -260,7 +308,13 @@ impl Browser {
     }
 
     /// Submits the form of `page` (its `request` and `csrf`) to `action` with `fields`.
-    pub async fn submit(&mut self, gateway: &Gateway, page: &Reply, action: &str, fields: &[(&str, &str)]) -> Reply {
+    pub async fn submit(
+        &mut self,
+        gateway: &Gateway,
+        page: &Reply,
+        action: &str,
+        fields: &[(&str, &str)],
+    ) -> Reply {
         let request = page.hidden("request");
         let csrf = page.hidden("csrf");
         let mut all: Vec<(&str, &str)> = vec![("request", &request), ("csrf", &csrf)];
@@ -270,7 +324,13 @@ impl Browser {
 
     /// Runs the browser part of an authorization: login (if asked), organization
     /// (`tenant_slug` if asked), consent (allow, if asked). Returns the final redirect.
-    pub async fn authorize(&mut self, gateway: &Gateway, authorize_url: &str, email: &str, tenant: Option<&Tenant>) -> String {
+    pub async fn authorize(
+        &mut self,
+        gateway: &Gateway,
+        authorize_url: &str,
+        email: &str,
+        tenant: Option<&Tenant>,
+    ) -> String {
         let mut page = self.get(authorize_url).await;
         for _ in 0..4 {
             if page.status == StatusCode::SEE_OTHER {
@@ -278,12 +338,25 @@ impl Browser {
             }
             assert_eq!(page.status, StatusCode::OK, "{}", page.body);
             page = if page.body.contains("action=\"/login\"") {
-                self.submit(gateway, &page, "/login", &[("email", email), ("password", PASSWORD)]).await
+                self.submit(
+                    gateway,
+                    &page,
+                    "/login",
+                    &[("email", email), ("password", PASSWORD)],
+                )
+                .await
             } else if page.body.contains("action=\"/authorize/organization\"") {
                 let id = tenant.expect("a tenant to choose").id.to_string();
-                self.submit(gateway, &page, "/authorize/organization", &[("tenant_id", &id)]).await
+                self.submit(
+                    gateway,
+                    &page,
+                    "/authorize/organization",
+                    &[("tenant_id", &id)],
+                )
+                .await
             } else if page.body.contains("action=\"/consent\"") {
-                self.submit(gateway, &page, "/consent", &[("decision", "allow")]).await
+                self.submit(gateway, &page, "/consent", &[("decision", "allow")])
+                    .await
             } else {
                 panic!("unexpected page: {}", page.body);
             };
@@ -301,7 +374,14 @@ pub fn form(fields: &[(&str, &str)]) -> String {
 }
 
 /// An authorization URL for `client`.
-pub fn authorize_url(gateway: &Gateway, client: &Client, redirect: &str, scope: &str, challenge: Option<&str>, extra: &[(&str, &str)]) -> String {
+pub fn authorize_url(
+    gateway: &Gateway,
+    client: &Client,
+    redirect: &str,
+    scope: &str,
+    challenge: Option<&str>,
+    extra: &[(&str, &str)],
+) -> String {
     let id = client.id.to_string();
     let mut fields: Vec<(&str, &str)> = vec![
         ("response_type", "code"),
@@ -320,7 +400,12 @@ pub fn authorize_url(gateway: &Gateway, client: &Client, redirect: &str, scope: 
 }
 
 /// A token-endpoint call with HTTP Basic client authentication.
-pub async fn token_basic(gateway: &Gateway, client: &Client, secret: &str, fields: &[(&str, &str)]) -> Reply {
+pub async fn token_basic(
+    gateway: &Gateway,
+    client: &Client,
+    secret: &str,
+    fields: &[(&str, &str)],
+) -> Reply {
     let response = reqwest::Client::new()
         .post(gateway.url("/token"))
         .basic_auth(client.id.to_string(), Some(secret))
@@ -338,17 +423,36 @@ pub async fn post_form(gateway: &Gateway, path: &str, fields: &[(&str, &str)]) -
 }
 
 /// Logs `email` in through the code flow of a confidential client and redeems the code.
-pub async fn code_flow_tokens(gateway: &Gateway, client: &Client, secret: &str, redirect: &str, email: &str, tenant: Option<&Tenant>) -> serde_json::Value {
+pub async fn code_flow_tokens(
+    gateway: &Gateway,
+    client: &Client,
+    secret: &str,
+    redirect: &str,
+    email: &str,
+    tenant: Option<&Tenant>,
+) -> serde_json::Value {
     let (verifier, challenge) = pkce();
-    let url = authorize_url(gateway, client, redirect, "openid email offline_access", Some(&challenge), &[]);
+    let url = authorize_url(
+        gateway,
+        client,
+        redirect,
+        "openid email offline_access",
+        Some(&challenge),
+        &[],
+    );
     let back = Browser::new().authorize(gateway, &url, email, tenant).await;
     let code = param(&back, "code").unwrap_or_else(|| panic!("no code in {back}"));
-    let reply = token_basic(gateway, client, secret, &[
-        ("grant_type", "authorization_code"),
-        ("code", &code),
-        ("redirect_uri", redirect),
-        ("code_verifier", &verifier),
-    ])
+    let reply = token_basic(
+        gateway,
+        client,
+        secret,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("code_verifier", &verifier),
+        ],
+    )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.json()

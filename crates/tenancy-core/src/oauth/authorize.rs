@@ -154,14 +154,18 @@ impl Provider {
     pub async fn start_authorization(
         &self,
         params: &AuthorizationParams,
-    ) -> std::result::Result<std::result::Result<PendingAuthorization, String>, AuthorizationPageError>
-    {
+    ) -> std::result::Result<
+        std::result::Result<PendingAuthorization, String>,
+        AuthorizationPageError,
+    > {
         let page = |m: &str| AuthorizationPageError(m.to_owned());
         let client_id = params
             .client_id
             .as_deref()
             .ok_or_else(|| page("the request has no `client_id`"))?;
-        let client_id = client_id.parse::<ClientId>().map_err(|_| page("unknown client"))?;
+        let client_id = client_id
+            .parse::<ClientId>()
+            .map_err(|_| page("unknown client"))?;
         let client = match self.cached_client(client_id).await {
             Ok(c) => c,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(page("unknown client")),
@@ -176,47 +180,98 @@ impl Provider {
         }
         let state = params.state.clone();
         let fail = |code: OAuthErrorCode, why: &str| {
-            Ok(Err(self.error_redirect(redirect_uri, &OAuthError::new(code, why), state.as_deref())))
+            Ok(Err(self.error_redirect(
+                redirect_uri,
+                &OAuthError::new(code, why),
+                state.as_deref(),
+            )))
         };
         if state.as_ref().is_some_and(|s| s.len() > MAX_STATE_BYTES) {
             return fail(OAuthErrorCode::InvalidRequest, "`state` is too long");
         }
         match params.response_type.as_deref() {
             Some("code") => {}
-            None => return fail(OAuthErrorCode::InvalidRequest, "`response_type` is required"),
+            None => {
+                return fail(
+                    OAuthErrorCode::InvalidRequest,
+                    "`response_type` is required",
+                );
+            }
             Some(_) => {
-                return fail(OAuthErrorCode::UnsupportedResponseType, "only `response_type=code` is supported");
+                return fail(
+                    OAuthErrorCode::UnsupportedResponseType,
+                    "only `response_type=code` is supported",
+                );
             }
         }
-        if params.response_mode.as_deref().is_some_and(|m| m != "query") {
-            return fail(OAuthErrorCode::InvalidRequest, "only `response_mode=query` is supported");
+        if params
+            .response_mode
+            .as_deref()
+            .is_some_and(|m| m != "query")
+        {
+            return fail(
+                OAuthErrorCode::InvalidRequest,
+                "only `response_mode=query` is supported",
+            );
         }
         if !client.grant_types.contains(&GrantType::AuthorizationCode) {
-            return fail(OAuthErrorCode::UnauthorizedClient, "this client may not use the authorization code grant");
+            return fail(
+                OAuthErrorCode::UnauthorizedClient,
+                "this client may not use the authorization code grant",
+            );
         }
         let scope = match Scopes::parse(params.scope.as_deref().unwrap_or("")) {
             Ok(s) => s,
             Err(e) => return fail(OAuthErrorCode::InvalidScope, &e.to_string()),
         };
         if !scope.is_subset(&client.scopes) {
-            return fail(OAuthErrorCode::InvalidScope, "a requested scope is not allowed for this client");
+            return fail(
+                OAuthErrorCode::InvalidScope,
+                "a requested scope is not allowed for this client",
+            );
         }
-        let code_challenge = match (params.code_challenge.as_deref(), params.code_challenge_method.as_deref()) {
+        let code_challenge = match (
+            params.code_challenge.as_deref(),
+            params.code_challenge_method.as_deref(),
+        ) {
             (None, None) if client.kind == ClientKind::Public => {
-                return fail(OAuthErrorCode::InvalidRequest, "public clients must use PKCE (`code_challenge` with `S256`)");
+                return fail(
+                    OAuthErrorCode::InvalidRequest,
+                    "public clients must use PKCE (`code_challenge` with `S256`)",
+                );
             }
             (None, None) => None,
-            (None, Some(_)) => return fail(OAuthErrorCode::InvalidRequest, "`code_challenge_method` without `code_challenge`"),
+            (None, Some(_)) => {
+                return fail(
+                    OAuthErrorCode::InvalidRequest,
+                    "`code_challenge_method` without `code_challenge`",
+                );
+            }
             (Some(_), None | Some("plain")) => {
-                return fail(OAuthErrorCode::InvalidRequest, "`code_challenge_method` must be `S256`; `plain` is refused");
+                return fail(
+                    OAuthErrorCode::InvalidRequest,
+                    "`code_challenge_method` must be `S256`; `plain` is refused",
+                );
             }
             (Some(c), Some("S256")) => {
-                if c.len() != 43 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    return fail(OAuthErrorCode::InvalidRequest, "`code_challenge` is not a base64url SHA-256");
+                if c.len() != 43
+                    || !c
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return fail(
+                        OAuthErrorCode::InvalidRequest,
+                        "`code_challenge` is not a base64url SHA-256",
+                    );
                 }
                 Some(c.to_owned())
             }
-            (Some(_), Some(_)) => return fail(OAuthErrorCode::InvalidRequest, "`code_challenge_method` must be `S256`"),
+            (Some(_), Some(_)) => {
+                return fail(
+                    OAuthErrorCode::InvalidRequest,
+                    "`code_challenge_method` must be `S256`",
+                );
+            }
         };
         let mut pending = PendingAuthorization {
             client_id,
@@ -235,29 +290,50 @@ impl Provider {
             tenant_id: None,
             started_at: self.now().timestamp(),
         };
-        if pending.nonce.as_ref().is_some_and(|n| n.len() > MAX_STATE_BYTES) {
+        if pending
+            .nonce
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_STATE_BYTES)
+        {
             return fail(OAuthErrorCode::InvalidRequest, "`nonce` is too long");
         }
-        for prompt in params.prompt.as_deref().unwrap_or("").split(' ').filter(|p| !p.is_empty()) {
+        for prompt in params
+            .prompt
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|p| !p.is_empty())
+        {
             match prompt {
                 "none" => pending.prompt_none = true,
                 "login" => pending.prompt_login = true,
                 "consent" => pending.prompt_consent = true,
                 "select_account" => pending.prompt_select_account = true,
                 other => {
-                    return fail(OAuthErrorCode::InvalidRequest, &format!("unknown prompt `{}`", other.escape_default()));
+                    return fail(
+                        OAuthErrorCode::InvalidRequest,
+                        &format!("unknown prompt `{}`", other.escape_default()),
+                    );
                 }
             }
         }
         if pending.prompt_none
             && (pending.prompt_login || pending.prompt_consent || pending.prompt_select_account)
         {
-            return fail(OAuthErrorCode::InvalidRequest, "`prompt=none` cannot be combined with other prompts");
+            return fail(
+                OAuthErrorCode::InvalidRequest,
+                "`prompt=none` cannot be combined with other prompts",
+            );
         }
         if let Some(max_age) = params.max_age.as_deref() {
             match max_age.parse::<i64>() {
                 Ok(v) if v >= 0 => pending.max_age = Some(v),
-                _ => return fail(OAuthErrorCode::InvalidRequest, "`max_age` must be a non-negative integer"),
+                _ => {
+                    return fail(
+                        OAuthErrorCode::InvalidRequest,
+                        "`max_age` must be a non-negative integer",
+                    );
+                }
             }
         }
         Ok(Ok(pending))
@@ -275,14 +351,19 @@ impl Provider {
         let age = self.now().timestamp() - pending.started_at;
         let ttl = i64::try_from(self.config.flow_ttl.as_secs()).unwrap_or(i64::MAX);
         if age > ttl || age < -60 {
-            return Err(Error::invalid("request", "the authorization request expired: start again"));
+            return Err(Error::invalid(
+                "request",
+                "the authorization request expired: start again",
+            ));
         }
         Ok(pending)
     }
 
     /// The login session of a session cookie, if it is valid.
     pub async fn session(&self, cookie: Option<&str>) -> Result<Option<LoginSession>> {
-        let Some(cookie) = cookie else { return Ok(None) };
+        let Some(cookie) = cookie else {
+            return Ok(None);
+        };
         let Ok(token) = SecretToken::from_presented("session", cookie) else {
             return Ok(None);
         };
@@ -292,7 +373,12 @@ impl Provider {
     /// Checks an email and password (argon2id) and opens a session. Failures are
     /// counted per account and per client IP; past the quota the attempt is refused
     /// with `QuotaExceeded` before the password is even checked.
-    pub async fn login(&self, email: &str, password: &str, remote_ip: Option<IpAddr>) -> Result<NewSession> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        remote_ip: Option<IpAddr>,
+    ) -> Result<NewSession> {
         let account_key = format!("login:acct:{}", email.trim().to_lowercase());
         let ip_key = remote_ip.map(|ip| format!("login:ip:{ip}"));
         let too_many = |e: OAuthError| {
@@ -301,17 +387,23 @@ impl Provider {
                 e.retry_after.map_or(60, |d| d.as_secs().max(1))
             ))
         };
-        self.blocked(&account_key, self.config.login_account_quota).await.map_err(too_many)?;
+        self.blocked(&account_key, self.config.login_account_quota)
+            .await
+            .map_err(too_many)?;
         if let Some(ip_key) = &ip_key {
-            self.blocked(ip_key, self.config.login_ip_quota).await.map_err(too_many)?;
+            self.blocked(ip_key, self.config.login_ip_quota)
+                .await
+                .map_err(too_many)?;
         }
         let user = match self.identity.authenticate(email, password).await {
             Ok(user) => user,
             Err(e) => {
                 if e.kind() == ErrorKind::Unauthenticated {
-                    self.count_failure(&account_key, self.config.login_account_quota).await?;
+                    self.count_failure(&account_key, self.config.login_account_quota)
+                        .await?;
                     if let Some(ip_key) = &ip_key {
-                        self.count_failure(ip_key, self.config.login_ip_quota).await?;
+                        self.count_failure(ip_key, self.config.login_ip_quota)
+                            .await?;
                     }
                 }
                 return Err(e);
@@ -353,7 +445,11 @@ impl Provider {
         let client = match self.cached_client(pending.client_id).await {
             Ok(c) => c,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Ok(self.redirect_error(&pending, OAuthErrorCode::AccessDenied, "the client no longer exists"));
+                return Ok(self.redirect_error(
+                    &pending,
+                    OAuthErrorCode::AccessDenied,
+                    "the client no longer exists",
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -368,7 +464,11 @@ impl Provider {
         let session = match session.filter(|s| fresh_enough(s)) {
             Some(s) => s,
             None if pending.prompt_none => {
-                return Ok(self.redirect_error(&pending, OAuthErrorCode::LoginRequired, "the user must sign in"));
+                return Ok(self.redirect_error(
+                    &pending,
+                    OAuthErrorCode::LoginRequired,
+                    "the user must sign in",
+                ));
             }
             None => {
                 return Ok(AuthorizationStep::Login {
@@ -381,9 +481,19 @@ impl Provider {
         };
         let user = match self.identity.user(session.user_id).await {
             Ok(u) if u.status == crate::identity::UserStatus::Active => u,
-            Ok(_) => return Ok(self.redirect_error(&pending, OAuthErrorCode::AccessDenied, "the account is disabled")),
+            Ok(_) => {
+                return Ok(self.redirect_error(
+                    &pending,
+                    OAuthErrorCode::AccessDenied,
+                    "the account is disabled",
+                ));
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Ok(self.redirect_error(&pending, OAuthErrorCode::LoginRequired, "the user no longer exists"));
+                return Ok(self.redirect_error(
+                    &pending,
+                    OAuthErrorCode::LoginRequired,
+                    "the user no longer exists",
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -396,16 +506,28 @@ impl Provider {
             Some(chosen) => match tenants.iter().find(|t| t.id == chosen) {
                 Some(t) => t.clone(),
                 None => {
-                    return Ok(self.redirect_error(&pending, OAuthErrorCode::AccessDenied, "the user is not a member of that organization"));
+                    return Ok(self.redirect_error(
+                        &pending,
+                        OAuthErrorCode::AccessDenied,
+                        "the user is not a member of that organization",
+                    ));
                 }
             },
             None => match tenants.as_slice() {
                 [] => {
-                    return Ok(self.redirect_error(&pending, OAuthErrorCode::AccessDenied, "the user belongs to no organization this client serves"));
+                    return Ok(self.redirect_error(
+                        &pending,
+                        OAuthErrorCode::AccessDenied,
+                        "the user belongs to no organization this client serves",
+                    ));
                 }
                 [only] if !pending.prompt_select_account => only.clone(),
                 _ if pending.prompt_none => {
-                    return Ok(self.redirect_error(&pending, OAuthErrorCode::AccountSelectionRequired, "the user must choose an organization"));
+                    return Ok(self.redirect_error(
+                        &pending,
+                        OAuthErrorCode::AccountSelectionRequired,
+                        "the user must choose an organization",
+                    ));
                 }
                 _ => {
                     return Ok(AuthorizationStep::ChooseTenant {
@@ -419,13 +541,20 @@ impl Provider {
         pending.tenant_id = Some(tenant.id);
         // 3. Consent.
         let remembered = self.store.consent(tenant.id, user.id, client.id).await?;
-        let covered = remembered.as_ref().is_some_and(|c| pending.scope.is_subset(&c.scope));
+        let covered = remembered
+            .as_ref()
+            .is_some_and(|c| pending.scope.is_subset(&c.scope));
         match input {
             StepInput::Consent(false) => {
-                return Ok(self.redirect_error(&pending, OAuthErrorCode::AccessDenied, "the user denied the request"));
+                return Ok(self.redirect_error(
+                    &pending,
+                    OAuthErrorCode::AccessDenied,
+                    "the user denied the request",
+                ));
             }
             StepInput::Consent(true) => {
-                let scope = remembered.map_or_else(|| pending.scope.clone(), |c| c.scope.union(&pending.scope));
+                let scope = remembered
+                    .map_or_else(|| pending.scope.clone(), |c| c.scope.union(&pending.scope));
                 let consent = Consent {
                     tenant_id: tenant.id,
                     user_id: user.id,
@@ -437,7 +566,11 @@ impl Provider {
             }
             StepInput::None | StepInput::Tenant(_) if covered && !pending.prompt_consent => {}
             StepInput::None | StepInput::Tenant(_) if pending.prompt_none => {
-                return Ok(self.redirect_error(&pending, OAuthErrorCode::ConsentRequired, "the user must consent"));
+                return Ok(self.redirect_error(
+                    &pending,
+                    OAuthErrorCode::ConsentRequired,
+                    "the user must consent",
+                ));
             }
             StepInput::None | StepInput::Tenant(_) => {
                 return Ok(AuthorizationStep::Consent {
@@ -471,11 +604,18 @@ impl Provider {
             params.push(("state", state.clone()));
         }
         params.push(("iss", self.config.issuer.clone()));
-        Ok(AuthorizationStep::Redirect(with_query(&pending.redirect_uri, &params)))
+        Ok(AuthorizationStep::Redirect(with_query(
+            &pending.redirect_uri,
+            &params,
+        )))
     }
 
     /// The login step again, with an error message (after a failed password).
-    pub fn login_again(&self, pending: &PendingAuthorization, error: String) -> Result<AuthorizationStep> {
+    pub fn login_again(
+        &self,
+        pending: &PendingAuthorization,
+        error: String,
+    ) -> Result<AuthorizationStep> {
         Ok(AuthorizationStep::Login {
             request: self.seal_pending(pending)?,
             client_name: pending.client_name.clone(),
@@ -500,14 +640,24 @@ impl Provider {
                 }
             }
             match memberships.next {
-                Some(next) => page = PageRequest { after: Some(next), limit: 1000 },
+                Some(next) => {
+                    page = PageRequest {
+                        after: Some(next),
+                        limit: 1000,
+                    }
+                }
                 None => break,
             }
         }
         Ok(tenants)
     }
 
-    fn redirect_error(&self, pending: &PendingAuthorization, code: OAuthErrorCode, why: &str) -> AuthorizationStep {
+    fn redirect_error(
+        &self,
+        pending: &PendingAuthorization,
+        code: OAuthErrorCode,
+        why: &str,
+    ) -> AuthorizationStep {
         AuthorizationStep::Redirect(self.error_redirect(
             &pending.redirect_uri,
             &OAuthError::new(code, why),
@@ -518,7 +668,12 @@ impl Provider {
     /// The redirect URL that reports `error` to the client (RFC 6749 §4.1.2.1, with the
     /// `iss` parameter of RFC 9207).
     #[must_use]
-    pub fn error_redirect(&self, redirect_uri: &str, error: &OAuthError, state: Option<&str>) -> String {
+    pub fn error_redirect(
+        &self,
+        redirect_uri: &str,
+        error: &OAuthError,
+        state: Option<&str>,
+    ) -> String {
         let mut params = vec![
             ("error", error.code.as_str().to_owned()),
             ("error_description", error.description.clone()),

@@ -132,15 +132,20 @@ impl Provider {
             return Err(Error::stale("client", id, expected_version));
         }
         if registration.tenant_id != current.tenant_id {
-            return Err(Error::invalid("tenant_id", "a client cannot move between tenants"));
+            return Err(Error::invalid(
+                "tenant_id",
+                "a client cannot move between tenants",
+            ));
         }
         let mut client = self.build_client(id, registration)?;
         client.secret_digest = match client.auth_method {
             AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => current.secret_digest,
             _ => None,
         };
-        if matches!(client.auth_method, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
-            && client.secret_digest.is_none()
+        if matches!(
+            client.auth_method,
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
+        ) && client.secret_digest.is_none()
         {
             return Err(Error::invalid(
                 "auth_method",
@@ -168,7 +173,10 @@ impl Provider {
             return Err(Error::stale("client", id, expected_version));
         }
         if client.kind == ClientKind::Public || client.auth_method == AuthMethod::PrivateKeyJwt {
-            return Err(Error::invalid("auth_method", "this client does not use a secret"));
+            return Err(Error::invalid(
+                "auth_method",
+                "this client does not use a secret",
+            ));
         }
         let secret = self
             .fresh_secret_for(&mut client)?
@@ -196,7 +204,11 @@ impl Provider {
     }
 
     /// A page of the clients of `scope`.
-    pub async fn list_clients(&self, scope: ClientScope, page: &PageRequest) -> Result<Page<Client>> {
+    pub async fn list_clients(
+        &self,
+        scope: ClientScope,
+        page: &PageRequest,
+    ) -> Result<Page<Client>> {
         self.store.list_clients(scope, page).await
     }
 
@@ -205,7 +217,11 @@ impl Provider {
         if name.is_empty() || name.chars().count() > 200 {
             return Err(Error::invalid("name", "must be 1 to 200 characters"));
         }
-        let kind = if r.public { ClientKind::Public } else { ClientKind::Confidential };
+        let kind = if r.public {
+            ClientKind::Public
+        } else {
+            ClientKind::Confidential
+        };
         let auth_method = match (kind, r.auth_method) {
             (ClientKind::Public, None | Some(AuthMethod::None)) => AuthMethod::None,
             (ClientKind::Public, Some(m)) => {
@@ -216,7 +232,10 @@ impl Provider {
             }
             (ClientKind::Confidential, None) => AuthMethod::ClientSecretBasic,
             (ClientKind::Confidential, Some(AuthMethod::None)) => {
-                return Err(Error::invalid("auth_method", "a confidential client must authenticate"));
+                return Err(Error::invalid(
+                    "auth_method",
+                    "a confidential client must authenticate",
+                ));
             }
             (ClientKind::Confidential, Some(m)) => m,
         };
@@ -226,10 +245,16 @@ impl Provider {
                 Some(jwks)
             }
             (AuthMethod::PrivateKeyJwt, None) => {
-                return Err(Error::invalid("jwks", "`private_key_jwt` needs the client's public keys"));
+                return Err(Error::invalid(
+                    "jwks",
+                    "`private_key_jwt` needs the client's public keys",
+                ));
             }
             (_, Some(_)) => {
-                return Err(Error::invalid("jwks", "only `private_key_jwt` clients register keys"));
+                return Err(Error::invalid(
+                    "jwks",
+                    "only `private_key_jwt` clients register keys",
+                ));
             }
             (_, None) => None,
         };
@@ -242,7 +267,10 @@ impl Provider {
         grant_types.dedup();
         if grant_types.contains(&GrantType::ClientCredentials) {
             if kind == ClientKind::Public {
-                return Err(Error::invalid("grant_types", "a public client cannot use `client_credentials`"));
+                return Err(Error::invalid(
+                    "grant_types",
+                    "a public client cannot use `client_credentials`",
+                ));
             }
             if r.tenant_id.is_none() {
                 return Err(Error::invalid(
@@ -259,15 +287,17 @@ impl Provider {
                 format!("at most {MAX_REDIRECT_URIS} redirect URIs"),
             ));
         }
-        let redirect_uris =
-            r.redirect_uris.iter().map(|u| RedirectUri::parse(u)).collect::<Result<Vec<_>>>()?;
+        let redirect_uris = r
+            .redirect_uris
+            .iter()
+            .map(|u| RedirectUri::parse(u))
+            .collect::<Result<Vec<_>>>()?;
         let post_logout_redirect_uris = r
             .post_logout_redirect_uris
             .iter()
             .map(|u| {
-                RedirectUri::parse(u).map_err(|e| {
-                    Error::invalid("post_logout_redirect_uris", e.to_string())
-                })
+                RedirectUri::parse(u)
+                    .map_err(|e| Error::invalid("post_logout_redirect_uris", e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
         if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
@@ -310,7 +340,10 @@ impl Provider {
     /// Authenticates the client of a token, introspection or revocation request.
     /// Failures are `invalid_client` (the server answers 401 with `WWW-Authenticate`);
     /// repeated failures per client id and per IP are refused with `slow_down`.
-    pub async fn authenticate_client(&self, auth: &ClientAuthentication) -> OAuthResult<Arc<Client>> {
+    pub async fn authenticate_client(
+        &self,
+        auth: &ClientAuthentication,
+    ) -> OAuthResult<Arc<Client>> {
         let presented = presented_client(auth)?;
         let quota = self.config.client_auth_quota;
         let id_key = format!("client-auth:id:{}", presented.id_text);
@@ -364,13 +397,19 @@ impl Provider {
     }
 
     async fn check_assertion(&self, client: &Client, assertion: &str) -> OAuthResult<()> {
-        let fail = |why: &str| OAuthError::invalid_client(format!("client assertion refused: {why}"));
-        let jwks = client.jwks.as_ref().ok_or_else(|| fail("no registered keys"))?;
+        let fail =
+            |why: &str| OAuthError::invalid_client(format!("client assertion refused: {why}"));
+        let jwks = client
+            .jwks
+            .as_ref()
+            .ok_or_else(|| fail("no registered keys"))?;
         let header = jsonwebtoken::decode_header(assertion).map_err(|_| fail("malformed"))?;
         let jwk = select_jwk(jwks, header.kid.as_deref()).ok_or_else(|| fail("unknown key"))?;
         if !matches!(
             header.alg,
-            jsonwebtoken::Algorithm::ES256 | jsonwebtoken::Algorithm::RS256 | jsonwebtoken::Algorithm::EdDSA
+            jsonwebtoken::Algorithm::ES256
+                | jsonwebtoken::Algorithm::RS256
+                | jsonwebtoken::Algorithm::EdDSA
         ) {
             return Err(fail("algorithm not allowed"));
         }
@@ -387,14 +426,19 @@ impl Provider {
             return Err(fail("`iss` and `sub` must be the client id"));
         }
         let now = self.now();
-        let expires = chrono::DateTime::from_timestamp(claims.exp, 0).ok_or_else(|| fail("bad `exp`"))?;
+        let expires =
+            chrono::DateTime::from_timestamp(claims.exp, 0).ok_or_else(|| fail("bad `exp`"))?;
         if expires - now > chrono::Duration::minutes(10) {
             return Err(fail("lives longer than 10 minutes"));
         }
         if claims.jti.is_empty() || claims.jti.len() > 256 {
             return Err(fail("needs a `jti`"));
         }
-        if !self.store.record_assertion(client.id, &claims.jti, expires).await? {
+        if !self
+            .store
+            .record_assertion(client.id, &claims.jti, expires)
+            .await?
+        {
             return Err(fail("`jti` was used before"));
         }
         Ok(())
@@ -421,7 +465,9 @@ fn presented_client(auth: &ClientAuthentication) -> OAuthResult<Presented> {
     let assertion = match (&auth.client_assertion_type, &auth.client_assertion) {
         (Some(t), Some(a)) if t == JWT_BEARER_ASSERTION => Some(a.clone()),
         (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_client("unsupported `client_assertion_type`"));
+            return Err(OAuthError::invalid_client(
+                "unsupported `client_assertion_type`",
+            ));
         }
         (None, None) => None,
         _ => {
@@ -434,13 +480,25 @@ fn presented_client(auth: &ClientAuthentication) -> OAuthResult<Presented> {
         + usize::from(auth.client_secret.is_some())
         + usize::from(assertion.is_some());
     if methods > 1 {
-        return Err(OAuthError::invalid_request("use exactly one client authentication method"));
+        return Err(OAuthError::invalid_request(
+            "use exactly one client authentication method",
+        ));
     }
     if let Some((id, secret)) = basic {
-        if auth.client_id.as_ref().is_some_and(|body_id| *body_id != id) {
-            return Err(OAuthError::invalid_request("`client_id` differs from the authenticated client"));
+        if auth
+            .client_id
+            .as_ref()
+            .is_some_and(|body_id| *body_id != id)
+        {
+            return Err(OAuthError::invalid_request(
+                "`client_id` differs from the authenticated client",
+            ));
         }
-        return Ok(Presented { id_text: id, method: AuthMethod::ClientSecretBasic, credential: Credential::Secret(secret) });
+        return Ok(Presented {
+            id_text: id,
+            method: AuthMethod::ClientSecretBasic,
+            credential: Credential::Secret(secret),
+        });
     }
     if let Some(assertion) = assertion {
         let id = match &auth.client_id {
@@ -448,15 +506,27 @@ fn presented_client(auth: &ClientAuthentication) -> OAuthResult<Presented> {
             None => assertion_subject(&assertion)
                 .ok_or_else(|| OAuthError::invalid_client("client assertion refused: malformed"))?,
         };
-        return Ok(Presented { id_text: id, method: AuthMethod::PrivateKeyJwt, credential: Credential::Assertion(assertion) });
+        return Ok(Presented {
+            id_text: id,
+            method: AuthMethod::PrivateKeyJwt,
+            credential: Credential::Assertion(assertion),
+        });
     }
     let id = auth
         .client_id
         .clone()
         .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
     match &auth.client_secret {
-        Some(secret) => Ok(Presented { id_text: id, method: AuthMethod::ClientSecretPost, credential: Credential::Secret(secret.clone()) }),
-        None => Ok(Presented { id_text: id, method: AuthMethod::None, credential: Credential::None }),
+        Some(secret) => Ok(Presented {
+            id_text: id,
+            method: AuthMethod::ClientSecretPost,
+            credential: Credential::Secret(secret.clone()),
+        }),
+        None => Ok(Presented {
+            id_text: id,
+            method: AuthMethod::None,
+            credential: Credential::None,
+        }),
     }
 }
 
@@ -481,7 +551,9 @@ fn parse_basic(header: &str) -> OAuthResult<(String, String)> {
 
 fn assertion_subject(assertion: &str) -> Option<String> {
     let payload = assertion.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     value.get("sub")?.as_str().map(str::to_owned)
 }
@@ -489,7 +561,9 @@ fn assertion_subject(assertion: &str) -> Option<String> {
 fn select_jwk(jwks: &serde_json::Value, kid: Option<&str>) -> Option<jsonwebtoken::jwk::Jwk> {
     let keys = jwks.get("keys")?.as_array()?;
     let chosen = match kid {
-        Some(kid) => keys.iter().find(|k| k.get("kid").and_then(|v| v.as_str()) == Some(kid))?,
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.get("kid").and_then(|v| v.as_str()) == Some(kid))?,
         None if keys.len() == 1 => keys.first()?,
         None => return None,
     };
@@ -497,10 +571,9 @@ fn select_jwk(jwks: &serde_json::Value, kid: Option<&str>) -> Option<jsonwebtoke
 }
 
 fn check_client_jwks(jwks: &serde_json::Value) -> Result<()> {
-    let keys = jwks
-        .get("keys")
-        .and_then(|k| k.as_array())
-        .ok_or_else(|| Error::invalid("jwks", "must be a JWK Set: an object with a `keys` array"))?;
+    let keys = jwks.get("keys").and_then(|k| k.as_array()).ok_or_else(|| {
+        Error::invalid("jwks", "must be a JWK Set: an object with a `keys` array")
+    })?;
     if keys.is_empty() || keys.len() > 16 {
         return Err(Error::invalid("jwks", "must hold 1 to 16 keys"));
     }

@@ -50,9 +50,18 @@ impl ProviderConfig {
             code_ttl: Duration::from_secs(60),
             session_ttl: minutes(60 * 12),
             flow_ttl: minutes(10),
-            login_account_quota: Quota { burst: 5, period: minutes(5) },
-            login_ip_quota: Quota { burst: 20, period: minutes(5) },
-            client_auth_quota: Quota { burst: 10, period: minutes(1) },
+            login_account_quota: Quota {
+                burst: 5,
+                period: minutes(5),
+            },
+            login_ip_quota: Quota {
+                burst: 20,
+                period: minutes(5),
+            },
+            client_auth_quota: Quota {
+                burst: 10,
+                period: minutes(1),
+            },
             client_cache_ttl: Duration::from_secs(5),
             access_token_audiences: Vec::new(),
         }

@@ -25,7 +25,10 @@ pub struct Introspection {
 
 impl Introspection {
     fn inactive() -> Self {
-        Self { active: false, claims: Map::new() }
+        Self {
+            active: false,
+            claims: Map::new(),
+        }
     }
 }
 
@@ -47,9 +50,15 @@ impl Provider {
             .await
             .map_err(|_| OAuthError::invalid_token("the access token is invalid or expired"))?;
         if claims.iss != self.config.issuer {
-            return Err(OAuthError::invalid_token("the access token is invalid or expired"));
+            return Err(OAuthError::invalid_token(
+                "the access token is invalid or expired",
+            ));
         }
-        if self.store.is_access_token_revoked(claims.tenant_id, &claims.jti).await? {
+        if self
+            .store
+            .is_access_token_revoked(claims.tenant_id, &claims.jti)
+            .await?
+        {
             return Err(OAuthError::invalid_token("the access token was revoked"));
         }
         if let Some(gid) = claims.gid {
@@ -68,10 +77,16 @@ impl Provider {
     /// Introspects a token for an authenticated client. Inactive, expired, revoked,
     /// unknown tokens and tokens of a tenant the client does not serve are all just
     /// `{"active": false}`.
-    pub async fn introspect(&self, auth: &ClientAuthentication, token: &str) -> OAuthResult<Introspection> {
+    pub async fn introspect(
+        &self,
+        auth: &ClientAuthentication,
+        token: &str,
+    ) -> OAuthResult<Introspection> {
         let client = self.authenticate_client(auth).await?;
         if client.kind == super::model::ClientKind::Public {
-            return Err(OAuthError::invalid_client("public clients cannot introspect"));
+            return Err(OAuthError::invalid_client(
+                "public clients cannot introspect",
+            ));
         }
         if let Some((tenant, hash)) = parse_handle(token) {
             if !serves(&client, tenant) {
@@ -90,10 +105,17 @@ impl Provider {
             _ => return Ok(Introspection::inactive()),
         };
         out.insert("token_type".into(), json!("Bearer"));
-        Ok(Introspection { active: true, claims: out })
+        Ok(Introspection {
+            active: true,
+            claims: out,
+        })
     }
 
-    async fn introspect_refresh(&self, tenant: TenantId, hash: &crate::identity::TokenHash) -> OAuthResult<Introspection> {
+    async fn introspect_refresh(
+        &self,
+        tenant: TenantId,
+        hash: &crate::identity::TokenHash,
+    ) -> OAuthResult<Introspection> {
         let token = match self.store.refresh_token(tenant, hash).await {
             Ok(t) => t,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Introspection::inactive()),
@@ -119,7 +141,10 @@ impl Provider {
         claims.insert("exp".into(), json!(unix(token.expires_at)));
         claims.insert("iat".into(), json!(unix(token.issued_at)));
         claims.insert("iss".into(), json!(self.config.issuer));
-        Ok(Introspection { active: true, claims })
+        Ok(Introspection {
+            active: true,
+            claims,
+        })
     }
 
     /// Revokes a token of the authenticated client (RFC 7009): a refresh token revokes
@@ -146,7 +171,9 @@ impl Provider {
             return Ok(());
         }
         let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
-        self.store.revoke_access_token(claims.tenant_id, &claims.jti, expires).await?;
+        self.store
+            .revoke_access_token(claims.tenant_id, &claims.jti, expires)
+            .await?;
         if let Some(gid) = claims.gid {
             match self.store.revoke_grant(claims.tenant_id, gid, now).await {
                 Ok(()) => {}
@@ -162,7 +189,10 @@ impl Provider {
         let claims = self.verify_access_token(bearer).await?;
         let scopes: Vec<&str> = claims.scope.split(' ').collect();
         if !scopes.contains(&"openid") {
-            return Err(OAuthError::new(super::error::OAuthErrorCode::InvalidToken, "the token was not granted `openid`"));
+            return Err(OAuthError::new(
+                super::error::OAuthErrorCode::InvalidToken,
+                "the token was not granted `openid`",
+            ));
         }
         let user: UserId = claims
             .sub
@@ -170,7 +200,9 @@ impl Provider {
             .map_err(|_| OAuthError::invalid_token("the token does not belong to a user"))?;
         let profile = match self.identity.user(user).await {
             Ok(u) => u,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(OAuthError::invalid_token("the user no longer exists")),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(OAuthError::invalid_token("the user no longer exists"));
+            }
             Err(e) => return Err(e.into()),
         };
         let mut out = Map::new();
@@ -203,7 +235,12 @@ impl Provider {
                     .await
                     .ok()
                     .filter(|c| c.iss == self.config.issuer)
-                    .ok_or_else(|| crate::error::Error::invalid("id_token_hint", "is not an ID token of this provider"))?,
+                    .ok_or_else(|| {
+                        crate::error::Error::invalid(
+                            "id_token_hint",
+                            "is not an ID token of this provider",
+                        )
+                    })?,
             ),
             None => None,
         };
@@ -211,13 +248,21 @@ impl Provider {
             None => None,
             Some(uri) => {
                 let hint = hint.as_ref().ok_or_else(|| {
-                    crate::error::Error::invalid("id_token_hint", "is required with `post_logout_redirect_uri`")
+                    crate::error::Error::invalid(
+                        "id_token_hint",
+                        "is required with `post_logout_redirect_uri`",
+                    )
                 })?;
-                let client_id: ClientId = hint.aud.iter().next().unwrap_or("").parse().map_err(|_| {
-                    crate::error::Error::invalid("id_token_hint", "does not name a client")
-                })?;
+                let client_id: ClientId =
+                    hint.aud.iter().next().unwrap_or("").parse().map_err(|_| {
+                        crate::error::Error::invalid("id_token_hint", "does not name a client")
+                    })?;
                 let client = self.cached_client(client_id).await?;
-                if !client.post_logout_redirect_uris.iter().any(|r| r.as_str() == uri) {
+                if !client
+                    .post_logout_redirect_uris
+                    .iter()
+                    .any(|r| r.as_str() == uri)
+                {
                     return Err(crate::error::Error::invalid(
                         "post_logout_redirect_uri",
                         "is not registered for this client",
@@ -229,8 +274,13 @@ impl Provider {
         self.end_session(session_cookie).await?;
         Ok(match target {
             Some(uri) => {
-                let params: Vec<(&str, String)> = state.map(|s| ("state", s.to_owned())).into_iter().collect();
-                LogoutOutcome::Redirect(if params.is_empty() { uri } else { with_query(&uri, &params) })
+                let params: Vec<(&str, String)> =
+                    state.map(|s| ("state", s.to_owned())).into_iter().collect();
+                LogoutOutcome::Redirect(if params.is_empty() {
+                    uri
+                } else {
+                    with_query(&uri, &params)
+                })
             }
             None => LogoutOutcome::Done,
         })

@@ -83,7 +83,11 @@ impl OAuthError {
     /// An error with a description.
     #[must_use]
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), retry_after: None }
+        Self {
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
     }
 
     /// `invalid_request`.

@@ -18,6 +18,7 @@ mod provider;
 pub(crate) mod rules;
 mod store;
 
+pub use crate::memory::MemoryRateLimiter;
 pub use authorize::{
     AuthorizationPageError, AuthorizationParams, AuthorizationStep, NewSession,
     PendingAuthorization, StepInput,
@@ -32,7 +33,6 @@ pub use model::{
     LoginSession, MAX_REDIRECT_URIS, MAX_SCOPE_BYTES, MAX_SCOPES, MAX_URI_BYTES, RedirectUri,
     RefreshRotation, RefreshToken, Scopes, SecretDigest,
 };
-pub use crate::memory::MemoryRateLimiter;
 pub use provider::{Provider, ProviderParts};
 pub use store::{
     ClientScope, OAuthStore, ProviderStore, Quota, RateDecision, RateLimiter, SessionStore,
