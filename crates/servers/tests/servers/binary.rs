@@ -17,6 +17,8 @@ use crate::support::{
 };
 
 const TOKEN: &str = "t";
+/// The master key of the binaries the tests start (base64 of 32 bytes).
+const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLWxvbmc=";
 
 /// `tenancy` with an empty environment, so settings come only from what a test gives.
 fn tenancy() -> Command {
@@ -45,6 +47,8 @@ struct Running {
     addr: SocketAddr,
     /// Where the policy service listens (if it runs).
     policy_addr: SocketAddr,
+    /// Where the auth gateway listens (if it runs).
+    gateway_addr: SocketAddr,
     log: PathBuf,
 }
 
@@ -56,14 +60,16 @@ impl Running {
 
     /// `tenancy serve SERVICES...`.
     fn spawn_services(database_url: &str, log: &Path, services: &[&str]) -> Self {
-        let (addr, policy_addr) = (free_addr(), free_addr());
+        let (addr, policy_addr, gateway_addr) = (free_addr(), free_addr(), free_addr());
         let child = tenancy()
             .arg("serve")
             .args(services)
             .args(["--database-url", database_url])
             .args(["--identity-addr", &addr.to_string()])
             .args(["--policy-addr", &policy_addr.to_string()])
+            .args(["--gateway-addr", &gateway_addr.to_string()])
             .args(["--admin-token", TOKEN])
+            .env("TENANCY_MASTER_KEY", MASTER_KEY)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -72,6 +78,7 @@ impl Running {
             child,
             addr,
             policy_addr,
+            gateway_addr,
             log: log.to_owned(),
         }
     }
@@ -105,6 +112,28 @@ impl Running {
             assert!(
                 Instant::now() < deadline,
                 "not serving within 60 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the gateway answers `/readyz`; returns its base URL.
+    async fn wait_until_gateway_ready(&mut self) -> String {
+        let base = format!("http://{}", self.gateway_addr);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("tenancy exited early with {status}; log:\n{}", self.log());
+            }
+            if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+                && r.status().is_success()
+            {
+                return base;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready; log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -145,7 +174,7 @@ impl Drop for Running {
 
 /// Starts the binary on `database_url`, creates a tenant and reads it back, then stops
 /// it with SIGTERM. Returns the tenant.
-async fn serve_and_create(database_url: &str, log: &Path, slug: &str) -> pb::Tenant {
+async fn serve_and_create(database_url: &str, log: &Path, slug: &str) -> (pb::Tenant, Vec<String>) {
     let mut server = Running::spawn(database_url, log);
     let channel = server.wait_until_serving().await;
     let mut client = identity_client(channel.clone(), Some(TOKEN));
@@ -173,8 +202,67 @@ async fn serve_and_create(database_url: &str, log: &Path, slug: &str) -> pb::Ten
         health(policy, POLICY_SERVICE).await.unwrap(),
         ServingStatus::Serving
     );
+    // ... and the auth gateway: discovery, JWKS and a login page.
+    let base = server.wait_until_gateway_ready().await;
+    let kids = check_gateway(&base).await;
     server.terminate().await;
-    created
+    (created, kids)
+}
+
+/// The gateway at `base` serves discovery and its key set, registers a client through
+/// the admin API and shows the login page for it. Returns the published key ids.
+async fn check_gateway(base: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let discovery: serde_json::Value = http
+        .get(format!("{base}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], base);
+    assert_eq!(discovery["jwks_uri"], format!("{base}/jwks.json"));
+    let jwks: serde_json::Value = http
+        .get(format!("{base}/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<String> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!kids.is_empty());
+    let client: serde_json::Value = http
+        .post(format!("{base}/admin/clients"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "Demo", "redirect_uris": ["https://app.example/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page = http
+        .get(format!(
+            "{base}/authorize?response_type=code&scope=openid&client_id={}&redirect_uri=https%3A%2F%2Fapp.example%2Fcb",
+            client["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("action=\"/login\"") && body.contains("type=\"password\""),
+        "{body}"
+    );
+    kids
 }
 
 /// A check of `principal` viewing `resource` in `tenant`, with no entities.
@@ -255,12 +343,29 @@ async fn binary_serves_policy_alone_and_answers_checks() {
 async fn binary_serves_identity_on_sqlite_and_persists() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
-    let created = serve_and_create(&url, &dir.path().join("first.log"), "persisted").await;
+    let (created, kids) = serve_and_create(&url, &dir.path().join("first.log"), "persisted").await;
     assert!(dir.path().join("t.db").is_file());
 
-    // A second process on the same file sees the tenant.
+    // A second process on the same file sees the tenant, and unseals the same keys.
     let mut server = Running::spawn(&url, &dir.path().join("second.log"));
     let channel = server.wait_until_serving().await;
+    let base = server.wait_until_gateway_ready().await;
+    let jwks: serde_json::Value = reqwest::get(format!("{base}/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let published: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.iter().all(|k| published.contains(&k.as_str())),
+        "{kids:?} not all in {published:?}"
+    );
     let read = identity_client(channel, Some(TOKEN))
         .get_tenant(pb::GetTenantRequest {
             lookup: Some(Lookup::Slug("persisted".into())),
@@ -295,6 +400,77 @@ fn binary_refuses_to_start_without_an_admin_token() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("admin token is required"), "{stderr}");
+}
+
+#[test]
+fn binary_gateway_refuses_to_start_without_a_master_key() {
+    let output = tenancy()
+        .args([
+            "serve",
+            "gateway",
+            "--database-url",
+            "memory:",
+            "--admin-token",
+            TOKEN,
+        ])
+        .args(["--gateway-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("a master key is required"), "{stderr}");
+    let output = tenancy()
+        .args([
+            "serve",
+            "gateway",
+            "--database-url",
+            "memory:",
+            "--admin-token",
+            TOKEN,
+        ])
+        .args(["--gateway-addr", "127.0.0.1:0", "--master-key", "c2hvcnQ="])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("master_key"), "{stderr}");
+}
+
+#[tokio::test]
+async fn binary_keys_rotate_publishes_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let list = |command: &str| {
+        let output = tenancy()
+            .args(["keys", command, "--database-url", &url])
+            .env("TENANCY_MASTER_KEY", MASTER_KEY)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let jwks: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = list("list");
+    assert_eq!(
+        before.len(),
+        2,
+        "the signing key and the published next key"
+    );
+    let after = list("rotate");
+    assert!(
+        after.len() >= 3,
+        "the retired key stays published: {after:?}"
+    );
+    assert!(before.iter().all(|k| after.contains(k)));
 }
 
 #[test]
