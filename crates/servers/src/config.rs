@@ -425,6 +425,23 @@ mod tests {
         assert_eq!(settings.admin_token, None);
         assert!(!settings.insecure_dev);
         assert_eq!(settings.log_format, LogFormat::Text);
+        assert_eq!(settings.gateway_addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(settings.issuer, "http://127.0.0.1:3000");
+        assert_eq!(settings.master_key, None);
+        assert_eq!(settings.redis_url, None);
+    }
+
+    #[test]
+    fn the_issuer_follows_the_gateway_address_unless_set() {
+        let cli = parse(&["serve", "--gateway-addr", "127.0.0.1:4000"]);
+        let settings = Settings::merge(&cli.options, FileConfig::default());
+        assert_eq!(settings.issuer, "http://127.0.0.1:4000");
+        let cli = parse(&["serve", "--issuer", "https://auth.example"]);
+        let settings = Settings::merge(&cli.options, file("master_key = \"secret-key\""));
+        assert_eq!(settings.issuer, "https://auth.example");
+        let text = settings.to_redacted_toml().unwrap();
+        assert!(!text.contains("secret-key"), "{text}");
+        assert!(!format!("{settings:?}").contains("secret-key"));
     }
 
     #[test]
