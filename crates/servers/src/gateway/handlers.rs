@@ -284,7 +284,7 @@ pub async fn login(
                 .into_iter()
                 .collect();
             match provider
-                .continue_authorization(pending, Some(&new.session), StepInput::None)
+                .continue_authorization(pending, Some(&new.session), StepInput::LoggedIn)
                 .await
             {
                 Ok(step) => render(&state, &headers, step, StatusCode::OK, cookies),

@@ -1259,3 +1259,131 @@ async fn the_admin_api_registers_clients_and_refuses_bad_input() {
         .unwrap();
     assert_eq!(listed["clients"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn token_endpoint_authentication_failures_are_rate_limited() {
+    let gateway = Gateway::start().await;
+    let acme = gateway.tenant("acme").await;
+    let (client, secret) = gateway.machine_client(&acme).await;
+    let mut last = None;
+    for _ in 0..11 {
+        last = Some(
+            token_basic(
+                &gateway,
+                &client,
+                "guess",
+                &[("grant_type", "client_credentials")],
+            )
+            .await,
+        );
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, StatusCode::TOO_MANY_REQUESTS, "{}", last.body);
+    assert!(last.header("retry-after").is_some());
+    // While limited, even the right secret is refused: guessing cannot continue.
+    let right = token_basic(
+        &gateway,
+        &client,
+        &secret,
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+    gateway.clock.advance(chrono::Duration::minutes(2));
+    let right = token_basic(
+        &gateway,
+        &client,
+        &secret,
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(right.status, StatusCode::OK, "{}", right.body);
+}
+
+#[tokio::test]
+async fn prompt_login_max_age_and_login_hint() {
+    let gateway = Gateway::start().await;
+    let acme = gateway.tenant("acme").await;
+    gateway.user("ada@example.com", &[&acme]).await;
+    let (client, _) = gateway.web_client(REDIRECT).await;
+    let mut browser = Browser::new();
+    let url = authorize_url(
+        &gateway,
+        &client,
+        REDIRECT,
+        "openid",
+        None,
+        &[("login_hint", "ada@example.com")],
+    );
+    let page = browser.get(&url).await;
+    assert!(
+        page.body.contains("value=\"ada@example.com\""),
+        "the hint prefills the form"
+    );
+    let back = browser
+        .authorize(&gateway, &url, "ada@example.com", None)
+        .await;
+    assert!(param(&back, "code").is_some());
+    // Signed in and consented: a plain request goes straight back.
+    let again = browser
+        .get(&authorize_url(
+            &gateway,
+            &client,
+            REDIRECT,
+            "openid",
+            None,
+            &[],
+        ))
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    // prompt=login asks again; so does a max_age the session is older than.
+    let forced = browser
+        .get(&authorize_url(
+            &gateway,
+            &client,
+            REDIRECT,
+            "openid",
+            None,
+            &[("prompt", "login")],
+        ))
+        .await;
+    assert!(forced.body.contains("action=\"/login\""), "{}", forced.body);
+    gateway.clock.advance(chrono::Duration::seconds(120));
+    let stale = browser
+        .get(&authorize_url(
+            &gateway,
+            &client,
+            REDIRECT,
+            "openid",
+            None,
+            &[("max_age", "60")],
+        ))
+        .await;
+    assert!(stale.body.contains("action=\"/login\""), "{}", stale.body);
+    let fresh = browser
+        .get(&authorize_url(
+            &gateway,
+            &client,
+            REDIRECT,
+            "openid",
+            None,
+            &[("max_age", "600")],
+        ))
+        .await;
+    assert_eq!(fresh.status, StatusCode::SEE_OTHER);
+    // Unknown prompt values are an error for the client.
+    let bad = browser
+        .get(&authorize_url(
+            &gateway,
+            &client,
+            REDIRECT,
+            "openid",
+            None,
+            &[("prompt", "sideways")],
+        ))
+        .await;
+    assert_eq!(
+        param(&bad.location().unwrap(), "error").as_deref(),
+        Some("invalid_request")
+    );
+}

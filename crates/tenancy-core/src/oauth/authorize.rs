@@ -128,8 +128,10 @@ pub enum AuthorizationStep {
 /// What a page posted back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepInput {
-    /// Nothing (the first visit, or after login).
+    /// Nothing (the first visit).
     None,
+    /// The user has just signed in within this flow (satisfies `prompt=login`).
+    LoggedIn,
     /// The organization picked.
     Tenant(TenantId),
     /// The consent decision.
@@ -454,12 +456,14 @@ impl Provider {
             Err(e) => return Err(e),
         };
         // 1. Authentication.
+        if input == StepInput::LoggedIn {
+            pending.prompt_login = false;
+        }
         let fresh_enough = |s: &LoginSession| {
-            let login_ok = !pending.prompt_login || s.auth_time.timestamp() >= pending.started_at;
             let age_ok = pending
                 .max_age
                 .is_none_or(|max| (self.now() - s.auth_time).num_seconds() <= max);
-            login_ok && age_ok
+            !pending.prompt_login && age_ok
         };
         let session = match session.filter(|s| fresh_enough(s)) {
             Some(s) => s,
@@ -564,15 +568,16 @@ impl Provider {
                 };
                 self.store.put_consent(tenant.id, &consent).await?;
             }
-            StepInput::None | StepInput::Tenant(_) if covered && !pending.prompt_consent => {}
-            StepInput::None | StepInput::Tenant(_) if pending.prompt_none => {
+            StepInput::None | StepInput::LoggedIn | StepInput::Tenant(_)
+                if covered && !pending.prompt_consent => {}
+            StepInput::None | StepInput::LoggedIn | StepInput::Tenant(_) if pending.prompt_none => {
                 return Ok(self.redirect_error(
                     &pending,
                     OAuthErrorCode::ConsentRequired,
                     "the user must consent",
                 ));
             }
-            StepInput::None | StepInput::Tenant(_) => {
+            StepInput::None | StepInput::LoggedIn | StepInput::Tenant(_) => {
                 return Ok(AuthorizationStep::Consent {
                     request: self.seal_pending(&pending)?,
                     client_name: pending.client_name.clone(),
