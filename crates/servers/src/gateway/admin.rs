@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -55,12 +55,27 @@ fn view(client: &Client) -> Value {
     })
 }
 
-fn authorize(state: &GatewayState, headers: &HeaderMap) -> Result<(), Error> {
-    state.admin.check_authorization(
-        headers
+/// Proof that the request carries the admin token: every admin handler takes it, so
+/// none can forget the check.
+struct Admin;
+
+impl axum::extract::FromRequestParts<GatewayState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &GatewayState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
+            .and_then(|v| v.to_str().ok());
+        state
+            .admin
+            .check_authorization(value)
+            .map(|()| Admin)
+            .map_err(|e| api_error(&e))
+    }
 }
 
 fn query(raw: Option<String>) -> Result<HashMap<String, String>, Error> {
@@ -98,9 +113,8 @@ fn ok(status: StatusCode, body: Value) -> Response {
     (status, no_store(), axum::Json(body)).into_response()
 }
 
-async fn create(State(state): State<GatewayState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(State(state): State<GatewayState>, _: Admin, body: Bytes) -> Response {
     let result = async {
-        authorize(&state, &headers)?;
         let (client, secret) = state.provider.register_client(registration(&body)?).await?;
         let mut body = view(&client);
         if let (Some(secret), Some(map)) = (secret, body.as_object_mut()) {
@@ -112,13 +126,8 @@ async fn create(State(state): State<GatewayState>, headers: HeaderMap, body: Byt
     respond(result)
 }
 
-async fn list(
-    State(state): State<GatewayState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
+async fn list(State(state): State<GatewayState>, _: Admin, RawQuery(raw): RawQuery) -> Response {
     let result = async {
-        authorize(&state, &headers)?;
         let q = query(raw)?;
         let scope = scope_of(&q)?;
         let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -138,12 +147,11 @@ async fn list(
 
 async fn read(
     State(state): State<GatewayState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let result = async {
-        authorize(&state, &headers)?;
         let scope = scope_of(&query(raw)?)?;
         let client = state.provider.client_in(scope, client_id(&id)?).await?;
         Ok::<_, Error>(ok(StatusCode::OK, view(&client)))
@@ -154,13 +162,12 @@ async fn read(
 
 async fn update(
     State(state): State<GatewayState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
     let result = async {
-        authorize(&state, &headers)?;
         let q = query(raw)?;
         let (scope, version, id) = (scope_of(&q)?, version_of(&q)?, client_id(&id)?);
         let registration = registration(&body)?;
@@ -176,12 +183,11 @@ async fn update(
 
 async fn delete(
     State(state): State<GatewayState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let result = async {
-        authorize(&state, &headers)?;
         let scope = scope_of(&query(raw)?)?;
         state.provider.delete_client(scope, client_id(&id)?).await?;
         Ok::<_, Error>((StatusCode::NO_CONTENT, no_store()).into_response())
@@ -192,12 +198,11 @@ async fn delete(
 
 async fn rotate_secret(
     State(state): State<GatewayState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let result = async {
-        authorize(&state, &headers)?;
         let q = query(raw)?;
         let (scope, version, id) = (scope_of(&q)?, version_of(&q)?, client_id(&id)?);
         let (client, secret) = state
@@ -214,9 +219,8 @@ async fn rotate_secret(
     respond(result)
 }
 
-async fn rotate_keys(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
+async fn rotate_keys(State(state): State<GatewayState>, _: Admin) -> Response {
     let result = async {
-        authorize(&state, &headers)?;
         state.provider.keys().rotate_now().await?;
         let jwks = serde_json::to_value(state.provider.keys().jwks()).unwrap_or(Value::Null);
         Ok::<_, Error>(ok(StatusCode::OK, jwks))

@@ -415,6 +415,21 @@ pub async fn token(
     }
 }
 
+/// The body of an introspection or revocation request: the client's credentials and
+/// the `token` parameter.
+fn token_form(
+    headers: &HeaderMap,
+    body: &[u8],
+    ip: Option<std::net::IpAddr>,
+) -> Result<(ClientAuthentication, String), OAuthError> {
+    let mut form = form_body(headers, body)?;
+    let auth = client_auth(headers, &mut form, ip);
+    let token = form
+        .remove("token")
+        .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
+    Ok((auth, token))
+}
+
 /// `POST /introspect`.
 pub async fn introspect(
     State(state): State<GatewayState>,
@@ -422,15 +437,11 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut form = match form_body(&headers, &body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(&e),
+    let answer = match token_form(&headers, &body, ip) {
+        Ok((auth, token)) => state.provider.introspect(&auth, &token).await,
+        Err(e) => Err(e),
     };
-    let auth = client_auth(&headers, &mut form, ip);
-    let Some(token) = form.remove("token") else {
-        return oauth_error(&OAuthError::invalid_request("`token` is required"));
-    };
-    match state.provider.introspect(&auth, &token).await {
+    match answer {
         Ok(answer) => (StatusCode::OK, no_store(), axum::Json(answer)).into_response(),
         Err(e) => oauth_error(&e),
     }
@@ -443,15 +454,11 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut form = match form_body(&headers, &body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(&e),
+    let done = match token_form(&headers, &body, ip) {
+        Ok((auth, token)) => state.provider.revoke(&auth, &token).await,
+        Err(e) => Err(e),
     };
-    let auth = client_auth(&headers, &mut form, ip);
-    let Some(token) = form.remove("token") else {
-        return oauth_error(&OAuthError::invalid_request("`token` is required"));
-    };
-    match state.provider.revoke(&auth, &token).await {
+    match done {
         Ok(()) => (StatusCode::OK, no_store()).into_response(),
         Err(e) => oauth_error(&e),
     }
