@@ -10,6 +10,13 @@
 //! | `DELETE /admin/clients/{id}?tenant_id=` | delete it and all it was issued |
 //! | `POST /admin/clients/{id}/secret?tenant_id=&expected_version=` | new secret |
 //! | `POST /admin/keys/rotate` | rotate the signing key now |
+//!
+//! The input helpers return the error response itself, answered at once, as axum
+//! handlers do.
+#![expect(
+    clippy::result_large_err,
+    reason = "the input helpers' error is the response to answer with"
+)]
 
 use std::collections::HashMap;
 
@@ -58,25 +65,37 @@ fn view(client: &Client) -> Value {
 fn authorize(state: &GatewayState, headers: &HeaderMap) -> Result<(), Response> {
     state
         .admin
-        .check_authorization(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+        .check_authorization(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )
         .map_err(|e| api_error(&e))
 }
 
 fn query(raw: Option<String>) -> Result<HashMap<String, String>, Response> {
-    parse_form(raw.unwrap_or_default().as_bytes()).map_err(|e| api_error(&Error::invalid("query", e)))
+    parse_form(raw.unwrap_or_default().as_bytes())
+        .map_err(|e| api_error(&Error::invalid("query", e)))
 }
 
 fn scope_of(q: &HashMap<String, String>) -> Result<ClientScope, Response> {
     match q.get("tenant_id") {
         None => Ok(ClientScope::Global),
-        Some(t) => TenantId::parse_field("tenant_id", t).map(ClientScope::Tenant).map_err(|e| api_error(&e)),
+        Some(t) => TenantId::parse_field("tenant_id", t)
+            .map(ClientScope::Tenant)
+            .map_err(|e| api_error(&e)),
     }
 }
 
 fn version_of(q: &HashMap<String, String>) -> Result<i64, Response> {
     q.get("expected_version")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| api_error(&Error::invalid("expected_version", "is required: the version you read")))
+        .ok_or_else(|| {
+            api_error(&Error::invalid(
+                "expected_version",
+                "is required: the version you read",
+            ))
+        })
 }
 
 fn client_id(id: &str) -> Result<ClientId, Response> {
@@ -84,7 +103,12 @@ fn client_id(id: &str) -> Result<ClientId, Response> {
 }
 
 fn registration(body: &[u8]) -> Result<ClientRegistration, Response> {
-    serde_json::from_slice(body).map_err(|e| api_error(&Error::invalid("body", format!("not a valid client registration: {e}"))))
+    serde_json::from_slice(body).map_err(|e| {
+        api_error(&Error::invalid(
+            "body",
+            format!("not a valid client registration: {e}"),
+        ))
+    })
 }
 
 fn ok(status: StatusCode, body: Value) -> Response {
@@ -111,7 +135,11 @@ async fn create(State(state): State<GatewayState>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn list(State(state): State<GatewayState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+async fn list(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let q = query(raw)?;
@@ -119,7 +147,11 @@ async fn list(State(state): State<GatewayState>, headers: HeaderMap, RawQuery(ra
         let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
         let page = PageRequest::from_token(q.get("page_token").map_or("", String::as_str), limit)
             .map_err(|e| api_error(&e))?;
-        let page = state.provider.list_clients(scope, &page).await.map_err(|e| api_error(&e))?;
+        let page = state
+            .provider
+            .list_clients(scope, &page)
+            .await
+            .map_err(|e| api_error(&e))?;
         Ok::<_, Response>(ok(
             StatusCode::OK,
             json!({
@@ -132,11 +164,20 @@ async fn list(State(state): State<GatewayState>, headers: HeaderMap, RawQuery(ra
     result.unwrap_or_else(|r| r)
 }
 
-async fn read(State(state): State<GatewayState>, headers: HeaderMap, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn read(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let scope = scope_of(&query(raw)?)?;
-        let client = state.provider.client_in(scope, client_id(&id)?).await.map_err(|e| api_error(&e))?;
+        let client = state
+            .provider
+            .client_in(scope, client_id(&id)?)
+            .await
+            .map_err(|e| api_error(&e))?;
         Ok::<_, Response>(ok(StatusCode::OK, view(&client)))
     }
     .await;
@@ -166,18 +207,32 @@ async fn update(
     result.unwrap_or_else(|r| r)
 }
 
-async fn delete(State(state): State<GatewayState>, headers: HeaderMap, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn delete(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let scope = scope_of(&query(raw)?)?;
-        state.provider.delete_client(scope, client_id(&id)?).await.map_err(|e| api_error(&e))?;
+        state
+            .provider
+            .delete_client(scope, client_id(&id)?)
+            .await
+            .map_err(|e| api_error(&e))?;
         Ok::<_, Response>((StatusCode::NO_CONTENT, no_store()).into_response())
     }
     .await;
     result.unwrap_or_else(|r| r)
 }
 
-async fn rotate_secret(State(state): State<GatewayState>, headers: HeaderMap, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Response {
+async fn rotate_secret(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let result = async {
         authorize(&state, &headers)?;
         let q = query(raw)?;
@@ -202,7 +257,10 @@ async fn rotate_keys(State(state): State<GatewayState>, headers: HeaderMap) -> R
         return r;
     }
     match state.provider.keys().rotate_now().await {
-        Ok(()) => ok(StatusCode::OK, serde_json::to_value(state.provider.keys().jwks()).unwrap_or(Value::Null)),
+        Ok(()) => ok(
+            StatusCode::OK,
+            serde_json::to_value(state.provider.keys().jwks()).unwrap_or(Value::Null),
+        ),
         Err(e) => api_error(&e),
     }
 }

@@ -66,12 +66,14 @@ pub fn api_error(error: &Error) -> Response {
         }
         _ => error.to_string(),
     };
-    let body = json!({"error": {"code": code_of(kind), "message": message, "field": error.field()}});
+    let body =
+        json!({"error": {"code": code_of(kind), "message": message, "field": error.field()}});
     let mut response = (status_of(kind), no_store(), axum::Json(body)).into_response();
     if kind == ErrorKind::Unauthenticated {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tenancy-admin\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tenancy-admin\""),
+        );
     }
     response
 }
@@ -97,12 +99,15 @@ pub fn oauth_error(error: &OAuthError) -> Response {
     let mut response = (status, no_store(), axum::Json(body)).into_response();
     let headers = response.headers_mut();
     if status == StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tenancy\""));
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tenancy\""),
+        );
     }
-    if let Some(after) = error.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
-            headers.insert(header::RETRY_AFTER, v);
-        }
+    if let Some(after) = error.retry_after
+        && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    {
+        headers.insert(header::RETRY_AFTER, v);
     }
     response
 }
@@ -116,7 +121,12 @@ pub fn bearer_error(error: &OAuthError) -> Response {
         error.code.as_str(),
         error.description.replace(['"', '\\'], "'")
     );
-    let mut response = (status, no_store(), axum::Json(json!({"error": error.code.as_str(), "error_description": error.description}))).into_response();
+    let mut response = (
+        status,
+        no_store(),
+        axum::Json(json!({"error": error.code.as_str(), "error_description": error.description})),
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
@@ -128,14 +138,23 @@ pub fn bearer_error(error: &OAuthError) -> Response {
 #[must_use]
 pub fn page_headers() -> HeaderMap {
     let mut headers = no_store();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
     );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers
 }
 
@@ -162,12 +181,18 @@ pub fn page_error(error: &Error) -> Response {
 #[must_use]
 pub fn redirect(location: &str) -> Response {
     let mut headers = no_store();
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     match HeaderValue::from_str(location) {
         Ok(v) => {
             headers.insert(header::LOCATION, v);
             (StatusCode::SEE_OTHER, headers).into_response()
         }
-        Err(_) => html(StatusCode::BAD_REQUEST, super::pages::error("the redirect address is invalid")),
+        Err(_) => html(
+            StatusCode::BAD_REQUEST,
+            super::pages::error("the redirect address is invalid"),
+        ),
     }
 }

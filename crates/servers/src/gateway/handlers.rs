@@ -35,7 +35,10 @@ fn is_form(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// The form body of a POST, or the protocol error to answer.
@@ -48,7 +51,7 @@ fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>
     parse_form(body).map_err(OAuthError::invalid_request)
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -66,16 +69,30 @@ pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 
 impl GatewayState {
     fn session_cookie_name(&self) -> &'static str {
-        if self.secure_cookies { "__Host-tenancy_session" } else { "tenancy_session" }
+        if self.secure_cookies {
+            "__Host-tenancy_session"
+        } else {
+            "tenancy_session"
+        }
     }
 
     fn csrf_cookie_name(&self) -> &'static str {
-        if self.secure_cookies { "__Host-tenancy_csrf" } else { "tenancy_csrf" }
+        if self.secure_cookies {
+            "__Host-tenancy_csrf"
+        } else {
+            "tenancy_csrf"
+        }
     }
 
     /// A `Set-Cookie` value: host-only, path `/`, `HttpOnly`, `Secure` unless in
     /// development mode; `max_age` 0 deletes it.
-    fn set_cookie(&self, name: &str, value: &str, max_age: u64, same_site: &str) -> Option<HeaderValue> {
+    fn set_cookie(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: u64,
+        same_site: &str,
+    ) -> Option<HeaderValue> {
         let secure = if self.secure_cookies { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
             "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
@@ -100,13 +117,20 @@ fn with_cookies(mut response: Response, cookies: Vec<HeaderValue>) -> Response {
 
 /// Renders a step of the authorization flow: a page (with the CSRF cookie its form
 /// needs) or a redirect.
-fn render(state: &GatewayState, headers: &HeaderMap, step: AuthorizationStep, status: StatusCode, mut cookies: Vec<HeaderValue>) -> Response {
+fn render(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    step: AuthorizationStep,
+    status: StatusCode,
+    mut cookies: Vec<HeaderValue>,
+) -> Response {
     let provider = &state.provider;
     let csrf_cookie = match cookie(headers, state.csrf_cookie_name()) {
         Some(existing) if existing.len() >= 32 => existing.to_owned(),
         _ => match provider.new_csrf_cookie() {
             Ok(fresh) => {
-                if let Some(c) = state.set_cookie(state.csrf_cookie_name(), &fresh, 3600, "Strict") {
+                if let Some(c) = state.set_cookie(state.csrf_cookie_name(), &fresh, 3600, "Strict")
+                {
                     cookies.push(c);
                 }
                 fresh
@@ -117,22 +141,48 @@ fn render(state: &GatewayState, headers: &HeaderMap, step: AuthorizationStep, st
     let csrf = provider.csrf_token(&csrf_cookie);
     let response = match step {
         AuthorizationStep::Redirect(to) => redirect(&to),
-        AuthorizationStep::Login { request, client_name, login_hint, error } => html(
+        AuthorizationStep::Login {
+            request,
+            client_name,
+            login_hint,
+            error,
+        } => html(
             status,
-            pages::login(&client_name, &request, &csrf, login_hint.as_deref(), error.as_deref()),
+            pages::login(
+                &client_name,
+                &request,
+                &csrf,
+                login_hint.as_deref(),
+                error.as_deref(),
+            ),
         ),
-        AuthorizationStep::ChooseTenant { request, client_name, tenants } => {
-            html(status, pages::choose_tenant(&client_name, &request, &csrf, &tenants))
-        }
-        AuthorizationStep::Consent { request, client_name, tenant, scopes } => {
-            html(status, pages::consent(&client_name, &tenant, &scopes, &request, &csrf))
-        }
+        AuthorizationStep::ChooseTenant {
+            request,
+            client_name,
+            tenants,
+        } => html(
+            status,
+            pages::choose_tenant(&client_name, &request, &csrf, &tenants),
+        ),
+        AuthorizationStep::Consent {
+            request,
+            client_name,
+            tenant,
+            scopes,
+        } => html(
+            status,
+            pages::consent(&client_name, &tenant, &scopes, &request, &csrf),
+        ),
     };
     with_cookies(response, cookies)
 }
 
 /// `GET /authorize`.
-pub async fn authorize(State(state): State<GatewayState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn authorize(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let mut q = match parse_form(query.unwrap_or_default().as_bytes()) {
         Ok(q) => q,
         Err(e) => return html(StatusCode::BAD_REQUEST, pages::error(&e)),
@@ -153,7 +203,9 @@ pub async fn authorize(State(state): State<GatewayState>, headers: HeaderMap, Ra
     };
     let provider = &state.provider;
     let pending = match provider.start_authorization(&params).await {
-        Err(AuthorizationPageError(message)) => return html(StatusCode::BAD_REQUEST, pages::error(&message)),
+        Err(AuthorizationPageError(message)) => {
+            return html(StatusCode::BAD_REQUEST, pages::error(&message));
+        }
         Ok(Err(to)) => return redirect(&to),
         Ok(Ok(pending)) => pending,
     };
@@ -172,18 +224,32 @@ async fn continue_flow(
         Ok(s) => s,
         Err(e) => return page_error(&e),
     };
-    match provider.continue_authorization(pending, session.as_ref(), input).await {
+    match provider
+        .continue_authorization(pending, session.as_ref(), input)
+        .await
+    {
         Ok(step) => render(state, headers, step, StatusCode::OK, cookies),
         Err(e) => page_error(&e),
     }
 }
 
 /// Checks the CSRF token and opens the sealed request of a page's form.
-fn open_form(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<(HashMap<String, String>, PendingAuthorization), Response> {
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the page to answer with, returned at once, as axum handlers do"
+)]
+fn open_form(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(HashMap<String, String>, PendingAuthorization), Response> {
     let form = form_body(headers, body)
         .map_err(|e| html(StatusCode::BAD_REQUEST, pages::error(&e.description)))?;
     let provider = &state.provider;
-    if !provider.check_csrf(cookie(headers, state.csrf_cookie_name()), form.get("csrf").map(String::as_str)) {
+    if !provider.check_csrf(
+        cookie(headers, state.csrf_cookie_name()),
+        form.get("csrf").map(String::as_str),
+    ) {
         return Err(html(
             StatusCode::FORBIDDEN,
             pages::error("the form expired or was not sent from this site: go back and try again"),
@@ -195,7 +261,12 @@ fn open_form(state: &GatewayState, headers: &HeaderMap, body: &[u8]) -> Result<(
 }
 
 /// `POST /login`.
-pub async fn login(State(state): State<GatewayState>, RemoteIp(ip): RemoteIp, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<GatewayState>,
+    RemoteIp(ip): RemoteIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (form, pending) = match open_form(&state, &headers, &body) {
         Ok(v) => v,
         Err(response) => return response,
@@ -214,12 +285,20 @@ pub async fn login(State(state): State<GatewayState>, RemoteIp(ip): RemoteIp, he
                 .set_cookie(state.session_cookie_name(), new.cookie.expose(), ttl, "Lax")
                 .into_iter()
                 .collect();
-            match provider.continue_authorization(pending, Some(&new.session), StepInput::None).await {
+            match provider
+                .continue_authorization(pending, Some(&new.session), StepInput::None)
+                .await
+            {
                 Ok(step) => render(&state, &headers, step, StatusCode::OK, cookies),
                 Err(e) => page_error(&e),
             }
         }
-        Err(e) if matches!(e.kind(), ErrorKind::Unauthenticated | ErrorKind::QuotaExceeded | ErrorKind::InvalidInput) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Unauthenticated | ErrorKind::QuotaExceeded | ErrorKind::InvalidInput
+            ) =>
+        {
             let status = if e.kind() == ErrorKind::QuotaExceeded {
                 StatusCode::TOO_MANY_REQUESTS
             } else {
@@ -237,20 +316,40 @@ pub async fn login(State(state): State<GatewayState>, RemoteIp(ip): RemoteIp, he
 }
 
 /// `POST /authorize/organization`.
-pub async fn choose_tenant(State(state): State<GatewayState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn choose_tenant(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (form, pending) = match open_form(&state, &headers, &body) {
         Ok(v) => v,
         Err(response) => return response,
     };
     let tenant = match form.get("tenant_id").map(|t| t.parse()) {
         Some(Ok(t)) => t,
-        _ => return html(StatusCode::BAD_REQUEST, pages::error("choose an organization")),
+        _ => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                pages::error("choose an organization"),
+            );
+        }
     };
-    continue_flow(&state, &headers, pending, StepInput::Tenant(tenant), Vec::new()).await
+    continue_flow(
+        &state,
+        &headers,
+        pending,
+        StepInput::Tenant(tenant),
+        Vec::new(),
+    )
+    .await
 }
 
 /// `POST /consent`.
-pub async fn consent(State(state): State<GatewayState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn consent(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (form, pending) = match open_form(&state, &headers, &body) {
         Ok(v) => v,
         Err(response) => return response,
@@ -258,14 +357,30 @@ pub async fn consent(State(state): State<GatewayState>, headers: HeaderMap, body
     let decision = match form.get("decision").map(String::as_str) {
         Some("allow") => true,
         Some("deny") => false,
-        _ => return html(StatusCode::BAD_REQUEST, pages::error("`decision` must be `allow` or `deny`")),
+        _ => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                pages::error("`decision` must be `allow` or `deny`"),
+            );
+        }
     };
-    continue_flow(&state, &headers, pending, StepInput::Consent(decision), Vec::new()).await
+    continue_flow(
+        &state,
+        &headers,
+        pending,
+        StepInput::Consent(decision),
+        Vec::new(),
+    )
+    .await
 }
 
 // ----- the back channel -----
 
-fn client_auth(headers: &HeaderMap, form: &mut HashMap<String, String>, ip: Option<std::net::IpAddr>) -> ClientAuthentication {
+fn client_auth(
+    headers: &HeaderMap,
+    form: &mut HashMap<String, String>,
+    ip: Option<std::net::IpAddr>,
+) -> ClientAuthentication {
     ClientAuthentication {
         authorization: header_text(headers, header::AUTHORIZATION).map(str::to_owned),
         client_id: form.remove("client_id"),
@@ -277,7 +392,12 @@ fn client_auth(headers: &HeaderMap, form: &mut HashMap<String, String>, ip: Opti
 }
 
 /// `POST /token`.
-pub async fn token(State(state): State<GatewayState>, RemoteIp(ip): RemoteIp, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(state): State<GatewayState>,
+    RemoteIp(ip): RemoteIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut form = match form_body(&headers, &body) {
         Ok(f) => f,
         Err(e) => return oauth_error(&e),
@@ -298,7 +418,12 @@ pub async fn token(State(state): State<GatewayState>, RemoteIp(ip): RemoteIp, he
 }
 
 /// `POST /introspect`.
-pub async fn introspect(State(state): State<GatewayState>, RemoteIp(ip): RemoteIp, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect(
+    State(state): State<GatewayState>,
+    RemoteIp(ip): RemoteIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut form = match form_body(&headers, &body) {
         Ok(f) => f,
         Err(e) => return oauth_error(&e),
@@ -314,7 +439,12 @@ pub async fn introspect(State(state): State<GatewayState>, RemoteIp(ip): RemoteI
 }
 
 /// `POST /revoke`.
-pub async fn revoke(State(state): State<GatewayState>, RemoteIp(ip): RemoteIp, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(state): State<GatewayState>,
+    RemoteIp(ip): RemoteIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut form = match form_body(&headers, &body) {
         Ok(f) => f,
         Err(e) => return oauth_error(&e),
@@ -337,9 +467,10 @@ pub async fn userinfo(State(state): State<GatewayState>, headers: HeaderMap) -> 
         .map(|(_, token)| token.trim());
     let Some(token) = bearer else {
         let mut response = (StatusCode::UNAUTHORIZED, no_store()).into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tenancy\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tenancy\""),
+        );
         return response;
     };
     match state.provider.userinfo(token).await {
@@ -349,7 +480,11 @@ pub async fn userinfo(State(state): State<GatewayState>, headers: HeaderMap) -> 
 }
 
 /// `GET /logout`.
-pub async fn logout_get(State(state): State<GatewayState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn logout_get(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     match parse_form(query.unwrap_or_default().as_bytes()) {
         Ok(params) => logout(&state, &headers, &params).await,
         Err(e) => html(StatusCode::BAD_REQUEST, pages::error(&e)),
@@ -357,20 +492,36 @@ pub async fn logout_get(State(state): State<GatewayState>, headers: HeaderMap, R
 }
 
 /// `POST /logout`.
-pub async fn logout_post(State(state): State<GatewayState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn logout_post(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match form_body(&headers, &body) {
         Ok(params) => logout(&state, &headers, &params).await,
         Err(e) => html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
     }
 }
 
-async fn logout(state: &GatewayState, headers: &HeaderMap, params: &HashMap<String, String>) -> Response {
+async fn logout(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Response {
     let get = |k: &str| params.get(k).map(String::as_str);
     let outcome = state
         .provider
-        .logout(state.session_of(headers), get("id_token_hint"), get("post_logout_redirect_uri"), get("state"))
+        .logout(
+            state.session_of(headers),
+            get("id_token_hint"),
+            get("post_logout_redirect_uri"),
+            get("state"),
+        )
         .await;
-    let clear: Vec<HeaderValue> = state.set_cookie(state.session_cookie_name(), "", 0, "Lax").into_iter().collect();
+    let clear: Vec<HeaderValue> = state
+        .set_cookie(state.session_cookie_name(), "", 0, "Lax")
+        .into_iter()
+        .collect();
     match outcome {
         Ok(LogoutOutcome::Redirect(to)) => with_cookies(redirect(&to), clear),
         Ok(LogoutOutcome::Done) => with_cookies(html(StatusCode::OK, pages::signed_out()), clear),
@@ -389,15 +540,19 @@ pub async fn discovery(State(state): State<GatewayState>) -> Response {
 pub async fn jwks(State(state): State<GatewayState>) -> Response {
     match serde_json::to_value(state.provider.keys().jwks()) {
         Ok(v) => public_json(v),
-        Err(_) => oauth_error(&OAuthError::new(tenancy_core::oauth::OAuthErrorCode::ServerError, "cannot encode the key set")),
+        Err(_) => oauth_error(&OAuthError::new(
+            tenancy_core::oauth::OAuthErrorCode::ServerError,
+            "cannot encode the key set",
+        )),
     }
 }
 
 fn public_json(value: serde_json::Value) -> Response {
     let mut response = axum::Json(value).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 

@@ -11,7 +11,9 @@ use subtle::ConstantTimeEq;
 use super::authorize::{to_chrono, unix};
 use super::clients::ClientAuthentication;
 use super::error::{OAuthError, OAuthErrorCode, OAuthResult};
-use super::model::{Client, ClientKind, CodeRedemption, Grant, GrantType, RefreshRotation, RefreshToken, Scopes};
+use super::model::{
+    Client, ClientKind, CodeRedemption, Grant, GrantType, RefreshRotation, RefreshToken, Scopes,
+};
 use super::provider::{Provider, new_handle, parse_handle};
 use crate::error::ErrorKind;
 use crate::ids::{GrantId, TenantId, UserId};
@@ -66,7 +68,11 @@ struct Issue<'a> {
 
 impl Provider {
     /// Answers a token request.
-    pub async fn token(&self, auth: &ClientAuthentication, request: &TokenRequest) -> OAuthResult<TokenResponse> {
+    pub async fn token(
+        &self,
+        auth: &ClientAuthentication,
+        request: &TokenRequest,
+    ) -> OAuthResult<TokenResponse> {
         let grant_type = request
             .grant_type
             .as_deref()
@@ -102,8 +108,15 @@ impl Provider {
         }
     }
 
-    async fn redeem_code(&self, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
-        let code = request.code.as_deref().ok_or_else(|| OAuthError::invalid_request("`code` is required"))?;
+    async fn redeem_code(
+        &self,
+        client: &Client,
+        request: &TokenRequest,
+    ) -> OAuthResult<TokenResponse> {
+        let code = request
+            .code
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("`code` is required"))?;
         let redirect_uri = request
             .redirect_uri
             .as_deref()
@@ -114,20 +127,30 @@ impl Provider {
             CodeRedemption::Redeemed(record) => record,
             CodeRedemption::AlreadyRedeemed(record) => {
                 // RFC 6749 §4.1.2: a reused code revokes what it issued.
-                match self.store.revoke_grant(tenant, record.grant_id, self.now()).await {
+                match self
+                    .store
+                    .revoke_grant(tenant, record.grant_id, self.now())
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return Err(e.into()),
                 }
-                return Err(OAuthError::invalid_grant("the code was already used: the tokens issued for it are revoked"));
+                return Err(OAuthError::invalid_grant(
+                    "the code was already used: the tokens issued for it are revoked",
+                ));
             }
             CodeRedemption::Unknown => return Err(invalid()),
         };
         if record.client_id != client.id {
-            return Err(OAuthError::invalid_grant("the code was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "the code was issued to another client",
+            ));
         }
         if record.redirect_uri != redirect_uri {
-            return Err(OAuthError::invalid_grant("`redirect_uri` differs from the authorization request"));
+            return Err(OAuthError::invalid_grant(
+                "`redirect_uri` differs from the authorization request",
+            ));
         }
         if record.expires_at <= self.now() {
             return Err(OAuthError::invalid_grant("the code expired"));
@@ -135,16 +158,24 @@ impl Provider {
         match (&record.code_challenge, request.code_verifier.as_deref()) {
             (Some(challenge), Some(verifier)) => {
                 if !valid_verifier(verifier) {
-                    return Err(OAuthError::invalid_grant("`code_verifier` must be 43 to 128 unreserved characters"));
+                    return Err(OAuthError::invalid_grant(
+                        "`code_verifier` must be 43 to 128 unreserved characters",
+                    ));
                 }
                 let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
                 if !bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
-                    return Err(OAuthError::invalid_grant("`code_verifier` does not match the challenge"));
+                    return Err(OAuthError::invalid_grant(
+                        "`code_verifier` does not match the challenge",
+                    ));
                 }
             }
-            (Some(_), None) => return Err(OAuthError::invalid_grant("`code_verifier` is required")),
+            (Some(_), None) => {
+                return Err(OAuthError::invalid_grant("`code_verifier` is required"));
+            }
             (None, Some(_)) => {
-                return Err(OAuthError::invalid_grant("`code_verifier` sent but the authorization request had no challenge"));
+                return Err(OAuthError::invalid_grant(
+                    "`code_verifier` sent but the authorization request had no challenge",
+                ));
             }
             (None, None) if client.kind == ClientKind::Public => {
                 return Err(OAuthError::invalid_grant("public clients must use PKCE"));
@@ -162,34 +193,58 @@ impl Provider {
             revoked_at: None,
         };
         self.store.insert_grant(tenant, &grant).await?;
-        self.issue(Issue {
-            client,
-            tenant,
-            user: Some(record.user_id),
-            scope: record.scope,
-            grant: Some(record.grant_id),
-            auth_time: Some(record.auth_time),
-            nonce: record.nonce,
-        }, true)
+        self.issue(
+            Issue {
+                client,
+                tenant,
+                user: Some(record.user_id),
+                scope: record.scope,
+                grant: Some(record.grant_id),
+                auth_time: Some(record.auth_time),
+                nonce: record.nonce,
+            },
+            true,
+        )
         .await
     }
 
-    async fn client_credentials(&self, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
-        let tenant = client
-            .tenant_id
-            .ok_or_else(|| OAuthError::new(OAuthErrorCode::UnauthorizedClient, "a global client cannot act for itself"))?;
+    async fn client_credentials(
+        &self,
+        client: &Client,
+        request: &TokenRequest,
+    ) -> OAuthResult<TokenResponse> {
+        let tenant = client.tenant_id.ok_or_else(|| {
+            OAuthError::new(
+                OAuthErrorCode::UnauthorizedClient,
+                "a global client cannot act for itself",
+            )
+        })?;
         let scope = match request.scope.as_deref() {
             Some(s) => {
-                let asked = Scopes::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+                let asked =
+                    Scopes::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 if !asked.is_subset(&client.scopes) {
-                    return Err(OAuthError::invalid_scope("a requested scope is not allowed for this client"));
+                    return Err(OAuthError::invalid_scope(
+                        "a requested scope is not allowed for this client",
+                    ));
                 }
                 asked
             }
             None => client.scopes.clone(),
         };
-        self.issue(Issue { client, tenant, user: None, scope, grant: None, auth_time: None, nonce: None }, false)
-            .await
+        self.issue(
+            Issue {
+                client,
+                tenant,
+                user: None,
+                scope,
+                grant: None,
+                auth_time: None,
+                nonce: None,
+            },
+            false,
+        )
+        .await
     }
 
     async fn refresh(&self, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
@@ -197,7 +252,8 @@ impl Provider {
             .refresh_token
             .as_deref()
             .ok_or_else(|| OAuthError::invalid_request("`refresh_token` is required"))?;
-        let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+        let invalid =
+            || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let (tenant, hash) = parse_handle(presented).ok_or_else(invalid)?;
         let current = match self.store.refresh_token(tenant, &hash).await {
             Ok(t) => t,
@@ -217,9 +273,12 @@ impl Provider {
         }
         let scope = match request.scope.as_deref() {
             Some(s) => {
-                let asked = Scopes::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+                let asked =
+                    Scopes::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 if !asked.is_subset(&current.scope) {
-                    return Err(OAuthError::invalid_scope("a refresh can only narrow the granted scopes"));
+                    return Err(OAuthError::invalid_scope(
+                        "a refresh can only narrow the granted scopes",
+                    ));
                 }
                 asked
             }
@@ -236,25 +295,34 @@ impl Provider {
             expires_at: now + to_chrono(self.config.refresh_token_ttl),
             used_at: None,
         };
-        match self.store.rotate_refresh_token(tenant, &hash, &next, now).await? {
+        match self
+            .store
+            .rotate_refresh_token(tenant, &hash, &next, now)
+            .await?
+        {
             RefreshRotation::Rotated(_) => {}
             RefreshRotation::Replayed(old) => {
                 // RFC 9700 §4.14.2: a replayed refresh token revokes the whole family.
                 self.store.revoke_grant(tenant, old.grant_id, now).await?;
-                return Err(OAuthError::invalid_grant("the refresh token was already used: the grant is revoked"));
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token was already used: the grant is revoked",
+                ));
             }
             RefreshRotation::Unknown => return Err(invalid()),
         }
         let mut response = self
-            .issue(Issue {
-                client,
-                tenant,
-                user: grant.user_id,
-                scope,
-                grant: Some(grant.id),
-                auth_time: grant.auth_time,
-                nonce: None,
-            }, false)
+            .issue(
+                Issue {
+                    client,
+                    tenant,
+                    user: grant.user_id,
+                    scope,
+                    grant: Some(grant.id),
+                    auth_time: grant.auth_time,
+                    nonce: None,
+                },
+                false,
+            )
             .await?;
         response.refresh_token = Some(handle);
         Ok(response)
@@ -268,13 +336,17 @@ impl Provider {
             Some(user) => match self.identity.membership(issue.tenant, user).await {
                 Ok(m) => m.roles.iter().map(|r| r.as_str().to_owned()).collect(),
                 Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(OAuthError::invalid_grant("the user is no longer a member of the organization"));
+                    return Err(OAuthError::invalid_grant(
+                        "the user is no longer a member of the organization",
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             },
             None => Vec::new(),
         };
-        let subject = issue.user.map_or_else(|| issue.client.id.to_string(), |u| u.to_string());
+        let subject = issue
+            .user
+            .map_or_else(|| issue.client.id.to_string(), |u| u.to_string());
         let mut audience = vec![issue.client.id.to_string()];
         audience.extend(self.config.access_token_audiences.iter().cloned());
         let ttl = self.config.access_token_ttl;
@@ -298,22 +370,25 @@ impl Provider {
             _ => None,
         };
         let mut refresh_token = None;
-        if with_refresh && issue.client.grant_types.contains(&GrantType::RefreshToken) {
-            if let Some(grant) = issue.grant {
-                let (handle, hash) = new_handle(issue.tenant)?;
-                let token = RefreshToken {
-                    token_hash: hash,
-                    tenant_id: issue.tenant,
-                    grant_id: grant,
-                    client_id: issue.client.id,
-                    scope: issue.scope.clone(),
-                    issued_at: now,
-                    expires_at: now + to_chrono(self.config.refresh_token_ttl),
-                    used_at: None,
-                };
-                self.store.insert_refresh_token(issue.tenant, &token).await?;
-                refresh_token = Some(handle);
-            }
+        if with_refresh
+            && issue.client.grant_types.contains(&GrantType::RefreshToken)
+            && let Some(grant) = issue.grant
+        {
+            let (handle, hash) = new_handle(issue.tenant)?;
+            let token = RefreshToken {
+                token_hash: hash,
+                tenant_id: issue.tenant,
+                grant_id: grant,
+                client_id: issue.client.id,
+                scope: issue.scope.clone(),
+                issued_at: now,
+                expires_at: now + to_chrono(self.config.refresh_token_ttl),
+                used_at: None,
+            };
+            self.store
+                .insert_refresh_token(issue.tenant, &token)
+                .await?;
+            refresh_token = Some(handle);
         }
         Ok(TokenResponse {
             access_token,
@@ -325,7 +400,13 @@ impl Provider {
         })
     }
 
-    async fn id_token(&self, issue: &Issue<'_>, user: UserId, access_token: &str, now: DateTime<Utc>) -> OAuthResult<String> {
+    async fn id_token(
+        &self,
+        issue: &Issue<'_>,
+        user: UserId,
+        access_token: &str,
+        now: DateTime<Utc>,
+    ) -> OAuthResult<String> {
         let profile = self.identity.user(user).await?;
         let email = issue.scope.contains("email");
         let claims = IdTokenClaims {
@@ -341,7 +422,10 @@ impl Provider {
             sid: None,
             email: email.then(|| profile.email.as_str().to_owned()),
             email_verified: email.then_some(profile.email_verified),
-            name: issue.scope.contains("profile").then(|| profile.display_name.as_str().to_owned()),
+            name: issue
+                .scope
+                .contains("profile")
+                .then(|| profile.display_name.as_str().to_owned()),
             tenant_id: Some(issue.tenant),
         };
         Ok(self.keys.sign(TYP_ID_TOKEN, &claims)?)
@@ -351,5 +435,6 @@ impl Provider {
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"`.
 fn valid_verifier(v: &str) -> bool {
     (43..=128).contains(&v.len())
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }

@@ -19,7 +19,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, SecretToken, TokenHash};
 use crate::ids::{ClientId, TenantId};
-use crate::token::{Algorithm, CachedJwks, JwksSource, KeyManager, MasterKey, Verifier, VerifierConfig};
+use crate::token::{
+    Algorithm, CachedJwks, JwksSource, KeyManager, MasterKey, Verifier, VerifierConfig,
+};
 
 /// What the provider is built from.
 pub struct ProviderParts {
@@ -59,7 +61,9 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider").field("issuer", &self.config.issuer).finish_non_exhaustive()
+        f.debug_struct("Provider")
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +120,11 @@ impl Provider {
 
     /// Verifies a token this provider signed (signature with a published key, issuer,
     /// and expiry when `check_exp`), returning its claims. No audience check.
-    pub(super) async fn verify_own<T: DeserializeOwned>(&self, token: &str, check_exp: bool) -> Result<T> {
+    pub(super) async fn verify_own<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        check_exp: bool,
+    ) -> Result<T> {
         self.own_tokens.verify_claims(token, check_exp).await
     }
 
@@ -164,13 +172,22 @@ impl Provider {
         let json = serde_json::to_vec(value)
             .map_err(|e| Error::Internal(format!("cannot encode flow state: {e}")))?;
         let tag = hmac::sign(&self.flow_key, &json);
-        Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(&json), URL_SAFE_NO_PAD.encode(tag.as_ref())))
+        Ok(format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&json),
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        ))
     }
 
     /// Opens a value sealed by [`Provider::seal_flow`]; `InvalidInput` on field `request`
     /// when it was altered or is not one.
     pub(super) fn open_flow<T: DeserializeOwned>(&self, sealed: &str) -> Result<T> {
-        let bad = || Error::invalid("request", "the authorization request is invalid or was altered");
+        let bad = || {
+            Error::invalid(
+                "request",
+                "the authorization request is invalid or was altered",
+            )
+        };
         let (body, tag) = sealed.split_once('.').ok_or_else(bad)?;
         let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| bad())?;
@@ -182,12 +199,11 @@ impl Provider {
 
     /// The client with this id, from the in-process cache when fresh.
     pub(super) async fn cached_client(&self, id: ClientId) -> Result<Arc<Client>> {
-        if let Ok(cache) = self.clients.read() {
-            if let Some((client, at)) = cache.get(&id) {
-                if at.elapsed() < self.config.client_cache_ttl {
-                    return Ok(Arc::clone(client));
-                }
-            }
+        if let Ok(cache) = self.clients.read()
+            && let Some((client, at)) = cache.get(&id)
+            && at.elapsed() < self.config.client_cache_ttl
+        {
+            return Ok(Arc::clone(client));
         }
         let client = Arc::new(self.store.client(id).await?);
         if let Ok(mut cache) = self.clients.write() {
