@@ -22,6 +22,12 @@
 //! Each request is `POST /token` with `grant_type=client_credentials` and HTTP Basic
 //! client authentication (`client_secret_basic`), as a backend service sends it.
 //!
+//! `--breakdown` (in-process gateway only) first times the pieces of one token, one at
+//! a time on one task: signing as `jsonwebtoken::encode` does it (the private key
+//! parsed from PKCS#8 on every call), signing with the gateway's key (parsed once),
+//! the raw signature alone, the claims' JSON, client authentication, the whole library
+//! call, and the whole HTTP round trip.
+//!
 //! # Threads
 //!
 //! The in-process gateway runs on its own tokio runtime of `--server-threads` workers
@@ -44,8 +50,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -58,11 +69,12 @@ use tenancy_core::clock::SystemClock;
 use tenancy_core::identity::{Identity, NewTenant};
 use tenancy_core::memory::MemoryStore;
 use tenancy_core::oauth::{
-    ClientRegistration, GrantType, MemoryRateLimiter, Provider, ProviderConfig, ProviderParts,
+    ClientAuthentication, ClientRegistration, GrantType, MemoryRateLimiter, Provider,
+    ProviderConfig, ProviderParts, TokenRequest,
 };
 use tenancy_core::token::{
-    Algorithm, CachedJwks, HttpJwks, KeyManager, MasterKey, RotationPolicy, Verifier,
-    VerifierConfig,
+    AccessClaims, Algorithm, CachedJwks, HttpJwks, KeyManager, MasterKey, RotationPolicy,
+    TYP_ACCESS_TOKEN, Verifier, VerifierConfig,
 };
 use tenancy_servers::AdminAuth;
 use tenancy_servers::gateway::GatewayState;
@@ -111,6 +123,9 @@ struct Args {
     /// the servers, `EdDSA` or `RS256`)
     #[arg(long, default_value = "ES256")]
     algorithm: Algorithm,
+    /// First time the pieces of one token one by one (in-process gateway only)
+    #[arg(long)]
+    breakdown: bool,
     /// Worker threads of the in-process gateway's runtime; 0 runs it on the client's
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
@@ -125,6 +140,7 @@ struct Args {
 /// stops it.
 struct InProcess {
     addr: SocketAddr,
+    provider: Arc<Provider>,
     client_id: String,
     client_secret: String,
     _stop: oneshot::Sender<()>,
@@ -178,7 +194,7 @@ async fn start_gateway(server: Handle, algorithm: Algorithm) -> Result<InProcess
         .await?;
     let secret = secret.ok_or("a confidential client got no secret")?;
     let state = GatewayState {
-        provider,
+        provider: provider.clone(),
         admin: AdminAuth::new("token-load-admin-token")?,
         secure_cookies: false,
     };
@@ -200,6 +216,7 @@ async fn start_gateway(server: Handle, algorithm: Algorithm) -> Result<InProcess
     });
     Ok(InProcess {
         addr,
+        provider,
         client_id: client.id.to_string(),
         client_secret: secret.expose().to_owned(),
         _stop: stop,
@@ -211,13 +228,13 @@ async fn start_gateway(server: Handle, algorithm: Algorithm) -> Result<InProcess
 type Connection = Arc<Mutex<SendRequest<Full<Bytes>>>>;
 
 /// The parts of every token request, built once.
-struct TokenRequest {
+struct TokenCall {
     host: HeaderValue,
     authorization: HeaderValue,
     body: Bytes,
 }
 
-impl TokenRequest {
+impl TokenCall {
     fn new(
         addr: SocketAddr,
         id: &str,
@@ -278,7 +295,7 @@ async fn connect(addr: SocketAddr) -> Result<Connection, BoxError> {
 
 /// Sends one token request on `connection`; the access token when the answer is a 200
 /// with a bearer token, else a description of what came back.
-async fn request_token(connection: &Connection, request: &TokenRequest) -> Result<String, String> {
+async fn request_token(connection: &Connection, request: &TokenCall) -> Result<String, String> {
     let request = request.build().map_err(|e| e.to_string())?;
     let (status, body) = {
         let mut sender = connection.lock().await;
@@ -328,7 +345,7 @@ struct Tally {
 /// Requests tokens until the budget or the deadline runs out.
 async fn client_loop(
     connection: Connection,
-    request: Arc<TokenRequest>,
+    request: Arc<TokenCall>,
     issued: Arc<AtomicU64>,
     budget: u64,
     deadline: Instant,
@@ -361,7 +378,7 @@ async fn client_loop(
 async fn run(
     connections: &[Connection],
     concurrency: usize,
-    request: &Arc<TokenRequest>,
+    request: &Arc<TokenCall>,
     budget: u64,
     duration: Duration,
 ) -> Result<(Tally, Vec<String>, Duration), BoxError> {
@@ -427,6 +444,146 @@ async fn verifier(
     )?)
 }
 
+/// A key pair of aws-lc-rs, the library under the gateway's signatures, to time the
+/// signature alone.
+enum RawSigner {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Rs256(Box<RsaKeyPair>),
+}
+
+impl RawSigner {
+    fn generate(alg: Algorithm) -> Result<Self, BoxError> {
+        let failed = |_| BoxError::from(format!("cannot generate a {alg} key"));
+        Ok(match alg {
+            Algorithm::Es256 => Self::Es256(
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(failed)?,
+            ),
+            Algorithm::EdDsa => Self::EdDsa(Ed25519KeyPair::generate().map_err(failed)?),
+            Algorithm::Rs256 => Self::Rs256(Box::new(
+                RsaKeyPair::generate(KeySize::Rsa2048).map_err(failed)?,
+            )),
+        })
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<(), BoxError> {
+        let failed = |_| BoxError::from("signing failed");
+        match self {
+            Self::Es256(pair) => pair.sign(&SystemRandom::new(), message).map_err(failed)?,
+            Self::EdDsa(pair) => pair.try_sign(message).map_err(failed)?,
+            Self::Rs256(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map_err(failed)?;
+                return Ok(());
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Mean microseconds per call of `f`, called `rounds` times one after the other.
+async fn time_per_call<F, Fut>(rounds: u32, mut f: F) -> Result<f64, BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    let started = Instant::now();
+    for _ in 0..rounds {
+        f().await?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds.max(1)))
+}
+
+/// Times the pieces of a token, one at a time.
+async fn breakdown(
+    gateway: &InProcess,
+    connection: &Connection,
+    call: &TokenCall,
+) -> Result<(), BoxError> {
+    let provider = &gateway.provider;
+    let auth = ClientAuthentication {
+        authorization: Some(call.authorization.to_str()?.to_owned()),
+        remote_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        ..ClientAuthentication::default()
+    };
+    let request = TokenRequest {
+        grant_type: Some("client_credentials".into()),
+        ..TokenRequest::default()
+    };
+    // The claims of a real token, to sign again.
+    let issued = provider.token(&auth, &request).await?.access_token;
+    let payload = issued.split('.').nth(1).ok_or("not a JWT")?;
+    let claims: AccessClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?;
+    let ring = provider.keys().ring();
+    let key = ring
+        .signing_key(chrono::Utc::now())
+        .ok_or("no signing key")?;
+    let mut header = jsonwebtoken::Header::new(match key.algorithm() {
+        Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+    });
+    header.typ = Some(TYP_ACCESS_TOKEN.into());
+    header.kid = Some(key.kid().into());
+    let signing_input = issued
+        .rsplit_once('.')
+        .map(|(input, _)| input.to_owned())
+        .ok_or("not a JWT")?;
+    let rounds = 2_000;
+
+    let encode = time_per_call(rounds, || {
+        let result = jsonwebtoken::encode(&header, &claims, key.encoding_key());
+        async move { result.map(|_| ()).map_err(Into::into) }
+    })
+    .await?;
+    let sign = time_per_call(rounds, || {
+        let result = provider.keys().sign(TYP_ACCESS_TOKEN, &claims);
+        async move { result.map(|_| ()).map_err(Into::into) }
+    })
+    .await?;
+    let signer = RawSigner::generate(key.algorithm())?;
+    let raw = time_per_call(rounds, || {
+        let result = signer.sign(signing_input.as_bytes());
+        async move { result }
+    })
+    .await?;
+    let json = time_per_call(rounds, || {
+        let result = serde_json::to_vec(&claims);
+        async move { result.map(|_| ()).map_err(Into::into) }
+    })
+    .await?;
+    let authenticate = time_per_call(rounds, || async {
+        provider.authenticate_client(&auth).await?;
+        Ok(())
+    })
+    .await?;
+    let library = time_per_call(rounds, || async {
+        provider.token(&auth, &request).await?;
+        Ok(())
+    })
+    .await?;
+    let round_trip = time_per_call(rounds, || async {
+        request_token(connection, call).await?;
+        Ok(())
+    })
+    .await?;
+    println!("one token at a time, mean per call (us):");
+    println!("  jsonwebtoken::encode (PKCS#8 key parsed per call)   {encode:>8.1}");
+    println!("  KeyManager::sign (key pair parsed once)             {sign:>8.1}");
+    println!("  signature alone (signing input given)               {raw:>8.1}");
+    println!("  claims JSON (serde_json::to_vec)                    {json:>8.1}");
+    println!("  Provider::authenticate_client (Basic, 2 peeks)      {authenticate:>8.1}");
+    println!("  library: Provider::token (everything but HTTP)      {library:>8.1}");
+    println!("  HTTP round trip on loopback (everything)            {round_trip:>8.1}");
+    Ok(())
+}
+
 /// CPU time used so far by the gateway's threads and by the client's, in nanoseconds,
 /// from `/proc/self/task/*/schedstat` (Linux; `None` elsewhere). Threads are told apart
 /// by the names [`runtime`] gives them.
@@ -485,12 +642,7 @@ async fn load(args: Args, server: Handle) -> Result<(), BoxError> {
             )
         }
     };
-    let request = Arc::new(TokenRequest::new(
-        addr,
-        &id,
-        &secret,
-        args.scope.as_deref(),
-    )?);
+    let request = Arc::new(TokenCall::new(addr, &id, &secret, args.scope.as_deref())?);
     let mut connections = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         connections.push(connect(addr).await?);
@@ -516,6 +668,12 @@ async fn load(args: Args, server: Handle) -> Result<(), BoxError> {
         "{} requests in flight over {} HTTP/1.1 connections, for {} s or {} tokens",
         args.concurrency, args.connections, args.duration, args.requests
     );
+    if args.breakdown {
+        let Some(gateway) = &in_process else {
+            return Err("--breakdown needs the in-process gateway (no --addr)".into());
+        };
+        breakdown(gateway, first, &request).await?;
+    }
     if args.warmup > 0 {
         run(
             &connections,
