@@ -1,9 +1,20 @@
 //! Signing algorithms, key generation (josekit), RFC 7638 key ids, and the decrypted
 //! [`SigningKey`] built from a stored [`KeyRecord`].
+//!
+//! A [`SigningKey`] parses its private key once (aws-lc-rs) and keeps its encoded JOSE
+//! headers, so signing a token costs one JSON serialization of the claims, base64url
+//! and the signature itself.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -11,12 +22,14 @@ use chrono::{DateTime, Utc};
 use josekit::jwk::KeyPair as _;
 use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
 use josekit::jwk::alg::ed::{EdCurve, EdKeyPair};
-use josekit::jwk::alg::rsa::RsaKeyPair;
-use jsonwebtoken::{EncodingKey, Header};
+use josekit::jwk::alg::rsa::RsaKeyPair as JoseRsaKeyPair;
+use jsonwebtoken::EncodingKey;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::jwks::VerifyKey;
+use super::manager::{TYP_ACCESS_TOKEN, TYP_ID_TOKEN};
 use super::master::MasterKey;
 use super::store::KeyRecord;
 use crate::error::{Error, Result};
@@ -73,14 +86,6 @@ impl Algorithm {
             "EdDSA" => Some(Self::EdDsa),
             "RS256" => Some(Self::Rs256),
             _ => None,
-        }
-    }
-
-    pub(crate) const fn to_jwt(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Self::Es256 => jsonwebtoken::Algorithm::ES256,
-            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
-            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
         }
     }
 }
@@ -170,7 +175,7 @@ pub(crate) fn generate(alg: Algorithm) -> Result<GeneratedKey> {
             (pair.to_pem_private_key(), pair.to_jwk_public_key())
         }
         Algorithm::Rs256 => {
-            let pair = RsaKeyPair::generate(RSA_BITS).map_err(fail)?;
+            let pair = JoseRsaKeyPair::generate(RSA_BITS).map_err(fail)?;
             (pair.to_pem_private_key(), pair.to_jwk_public_key())
         }
     };
@@ -247,12 +252,95 @@ fn der_to_pem(der: &[u8]) -> String {
     pem
 }
 
-/// A decrypted private key, ready to sign.
+/// A private key parsed once, for the signing hot path.
+enum PrivateKey {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Rs256(Box<RsaKeyPair>),
+}
+
+impl PrivateKey {
+    /// Parses a PKCS#8 private key for `alg`.
+    fn from_pkcs8(alg: Algorithm, der: &[u8]) -> Option<Self> {
+        match alg {
+            Algorithm::Es256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .ok()
+                .map(Self::Es256),
+            Algorithm::EdDsa => Ed25519KeyPair::from_pkcs8(der).ok().map(Self::EdDsa),
+            Algorithm::Rs256 => RsaKeyPair::from_pkcs8(der)
+                .ok()
+                .map(|pair| Self::Rs256(Box::new(pair))),
+        }
+    }
+
+    /// The raw signature of `message` (fixed-size `r || s` for ECDSA, as JWS wants);
+    /// `None` only if the library fails.
+    fn sign(&self, message: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Self::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .ok()
+                .map(|signature| signature.as_ref().to_vec()),
+            Self::EdDsa(pair) => pair
+                .try_sign(message)
+                .ok()
+                .map(|signature| signature.as_ref().to_vec()),
+            Self::Rs256(pair) => {
+                let mut signature = vec![0_u8; pair.public_modulus_len()];
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .ok()
+                .map(|()| signature)
+            }
+        }
+    }
+
+    /// The length of a signature in base64url without padding.
+    fn encoded_signature_len(&self) -> usize {
+        let bytes = match self {
+            Self::Es256(_) | Self::EdDsa(_) => 64,
+            Self::Rs256(pair) => pair.public_modulus_len(),
+        };
+        (bytes * 4).div_ceil(3)
+    }
+}
+
+/// The JOSE header of the tokens the provider signs, members in the order
+/// `jsonwebtoken` writes them.
+#[derive(Serialize)]
+struct JoseHeader<'a> {
+    typ: &'a str,
+    alg: &'a str,
+    kid: &'a str,
+}
+
+/// The base64url JOSE header for `typ`, `alg` and `kid`.
+fn encoded_header(typ: &str, alg: Algorithm, kid: &str) -> Result<String> {
+    let json = serde_json::to_vec(&JoseHeader {
+        typ,
+        alg: alg.as_str(),
+        kid,
+    })
+    .map_err(|e| Error::Internal(format!("cannot serialize a jose header: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+/// A decrypted private key, ready to sign: parsed once, with the encoded headers of
+/// access tokens and ID tokens built once.
 #[derive(Clone)]
 pub struct SigningKey {
     kid: String,
     alg: Algorithm,
     key: EncodingKey,
+    private: Arc<PrivateKey>,
+    /// The base64url header with `typ` [`TYP_ACCESS_TOKEN`].
+    access_header: String,
+    /// The base64url header with `typ` [`TYP_ID_TOKEN`].
+    id_header: String,
 }
 
 impl fmt::Debug for SigningKey {
@@ -285,7 +373,9 @@ impl SigningKey {
 
     /// Opens the sealed private key of `record` with `master`. `Internal` when the
     /// record does not open (wrong master key, altered record) or is inconsistent
-    /// (unknown algorithm, `kid` that is not the thumbprint of the public key).
+    /// (unknown algorithm, `kid` that is not the thumbprint of the public key, private
+    /// key that does not parse or whose signatures the published public key does not
+    /// verify).
     pub(crate) fn from_record(record: &KeyRecord, master: &MasterKey) -> Result<Self> {
         let broken = |what: &str| {
             Error::Internal(format!("signing key `{}` is unusable: {what}", record.kid))
@@ -304,20 +394,56 @@ impl SigningKey {
             Algorithm::Rs256 => EncodingKey::from_rsa_pem(der_to_pem(&der).as_bytes())
                 .map_err(|_| broken("its private key is not an rsa key"))?,
         };
+        let private = PrivateKey::from_pkcs8(alg, &der)
+            .ok_or_else(|| broken(&format!("its private key is not an {alg} key")))?;
+        // What it signs must verify with what is published.
+        let (_, public) = VerifyKey::from_jwk(&record.public_jwk)
+            .map_err(|why| broken(&format!("its public key {why}")))?;
+        let probe = b"tenancy signing key self-test";
+        let matches = public.alg == alg
+            && private
+                .sign(probe)
+                .is_some_and(|signature| public.verify(probe, &signature));
+        if !matches {
+            return Err(broken("its private key does not match its public key"));
+        }
         Ok(Self {
+            access_header: encoded_header(TYP_ACCESS_TOKEN, alg, &record.kid)?,
+            id_header: encoded_header(TYP_ID_TOKEN, alg, &record.kid)?,
             kid: record.kid.clone(),
             alg,
             key,
+            private: Arc::new(private),
         })
     }
 
-    /// Signs `claims` as a compact JWS with `kid`, `alg` and `typ` in the header.
+    /// Signs `claims` as a compact JWS with `kid`, `alg` and `typ` in the header
+    /// (`{"typ":…,"alg":…,"kid":…}`, as `jsonwebtoken` writes it).
     pub(crate) fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String> {
-        let mut header = Header::new(self.alg.to_jwt());
-        header.typ = Some(typ.to_owned());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key)
-            .map_err(|e| Error::Internal(format!("signing with key `{}` failed: {e}", self.kid)))
+        let failed =
+            |what: &str| Error::Internal(format!("signing with key `{}` failed: {what}", self.kid));
+        let header = match typ {
+            TYP_ACCESS_TOKEN => Cow::Borrowed(self.access_header.as_str()),
+            TYP_ID_TOKEN => Cow::Borrowed(self.id_header.as_str()),
+            other => Cow::Owned(encoded_header(other, self.alg, &self.kid)?),
+        };
+        let claims = serde_json::to_vec(claims).map_err(|e| failed(&e.to_string()))?;
+        let mut token = String::with_capacity(
+            header.len()
+                + (claims.len() * 4).div_ceil(3)
+                + self.private.encoded_signature_len()
+                + 2,
+        );
+        token.push_str(&header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = self
+            .private
+            .sign(token.as_bytes())
+            .ok_or_else(|| failed("the signature could not be computed"))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 }
 
@@ -390,6 +516,73 @@ mod tests {
             let mut moved = record.clone();
             moved.public_jwk = new_record(alg, &master, now, now).unwrap().public_jwk;
             assert!(SigningKey::from_record(&moved, &master).is_err());
+        }
+    }
+
+    #[test]
+    fn tokens_are_what_jsonwebtoken_writes_and_verify_with_the_published_key() {
+        let master = MasterKey::generate().unwrap();
+        let now = Utc::now();
+        let claims = json!({"iss": "https://id.example", "sub": "s\u{e9}\"q", "exp": 4_000_000_000_i64, "aud": ["a", "b"]});
+        for (alg, jwt_alg) in [
+            (Algorithm::Es256, jsonwebtoken::Algorithm::ES256),
+            (Algorithm::EdDsa, jsonwebtoken::Algorithm::EdDSA),
+            (Algorithm::Rs256, jsonwebtoken::Algorithm::RS256),
+        ] {
+            let record = new_record(alg, &master, now, now).unwrap();
+            let key = SigningKey::from_record(&record, &master).unwrap();
+            for typ in [TYP_ACCESS_TOKEN, TYP_ID_TOKEN, "dpop+jwt"] {
+                let token = key.sign(typ, &claims).unwrap();
+                let mut header = jsonwebtoken::Header::new(jwt_alg);
+                header.typ = Some(typ.to_owned());
+                header.kid = Some(record.kid.clone());
+                let reference = jsonwebtoken::encode(&header, &claims, key.encoding_key()).unwrap();
+                let signing_input = |t: &str| t.rsplit_once('.').unwrap().0.to_owned();
+                assert_eq!(
+                    signing_input(&token),
+                    signing_input(&reference),
+                    "{alg} {typ}"
+                );
+                if alg != Algorithm::Es256 {
+                    // Ed25519 and RSASSA-PKCS1-v1_5 are deterministic.
+                    assert_eq!(token, reference, "{alg} {typ}");
+                }
+                let jwk: jsonwebtoken::jwk::Jwk =
+                    serde_json::from_value(record.public_jwk.clone()).unwrap();
+                let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+                let mut validation = jsonwebtoken::Validation::new(jwt_alg);
+                validation.set_audience(&["a"]);
+                let decoded =
+                    jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap();
+                assert_eq!(decoded.claims, claims);
+                assert_eq!(decoded.header.typ.as_deref(), Some(typ));
+                assert_eq!(decoded.header.kid.as_deref(), Some(record.kid.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_private_key_that_does_not_match_the_published_one_is_refused() {
+        let master = MasterKey::generate().unwrap();
+        let now = Utc::now();
+        for alg in [Algorithm::Es256, Algorithm::EdDsa, Algorithm::Rs256] {
+            let mut record = new_record(alg, &master, now, now).unwrap();
+            let stranger = generate(alg).unwrap();
+            record.sealed_private_key = master
+                .seal(&stranger.pkcs8_der, record.kid.as_bytes())
+                .unwrap();
+            let err = SigningKey::from_record(&record, &master).unwrap_err();
+            assert!(err.to_string().contains("does not match"), "{alg}: {err}");
+            // A private key of another algorithm does not even parse as this one.
+            let other = if alg == Algorithm::Es256 {
+                Algorithm::EdDsa
+            } else {
+                Algorithm::Es256
+            };
+            record.sealed_private_key = master
+                .seal(&generate(other).unwrap().pkcs8_der, record.kid.as_bytes())
+                .unwrap();
+            assert!(SigningKey::from_record(&record, &master).is_err(), "{alg}");
         }
     }
 
