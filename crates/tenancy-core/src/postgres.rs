@@ -167,5 +167,6 @@ impl PgStore {
 }
 
 sql_identity_store!(PgStore, Postgres);
+crate::sql::outbox::sql_outbox_store!(PgStore, Postgres);
 #[cfg(feature = "oauth")]
 crate::sql::oauth::sql_oauth_store!(PgStore, Postgres);

@@ -107,5 +107,6 @@ impl SqliteStore {
 }
 
 sql_identity_store!(SqliteStore, Sqlite);
+crate::sql::outbox::sql_outbox_store!(SqliteStore, Sqlite);
 #[cfg(feature = "oauth")]
 crate::sql::oauth::sql_oauth_store!(SqliteStore, Sqlite);
