@@ -28,6 +28,7 @@ use crate::identity::{
 use crate::ids::{InvitationId, MembershipId, TenantId, UserId, VerificationId};
 use crate::page::{Page, PageRequest};
 
+pub mod events;
 #[cfg(feature = "oauth")]
 pub mod oauth;
 

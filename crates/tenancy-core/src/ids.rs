@@ -136,6 +136,13 @@ id_type!(
     "grant"
 );
 
+id_type!(
+    /// Identifies an event: its idempotency key. A consumer that has applied an event
+    /// with this id ignores every redelivery of it.
+    EventId,
+    "event"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

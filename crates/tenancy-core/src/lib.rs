@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod ids;
 pub mod memory;
@@ -26,4 +27,6 @@ pub mod token;
 
 pub use context::{Subject, TenantContext};
 pub use error::{Error, ErrorKind, Result};
-pub use ids::{ClientId, GrantId, InvitationId, MembershipId, TenantId, UserId, VerificationId};
+pub use ids::{
+    ClientId, EventId, GrantId, InvitationId, MembershipId, TenantId, UserId, VerificationId,
+};

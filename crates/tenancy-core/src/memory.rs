@@ -1,5 +1,5 @@
 //! The in-memory backend: every store trait over maps behind one lock (with feature
-//! `oauth`, the provider stores too, and `MemoryRateLimiter`). Complete and
+//! `oauth`, the provider stores too, and `MemoryRateLimiter`), and an event outbox. Complete and
 //! conformant (it passes the same suite as the SQL backends); nothing survives the
 //! process. For tests, demos and embedding.
 
@@ -11,11 +11,12 @@ use tokio::sync::RwLock;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::events::{Event, MemoryOutbox, OutboxEntry, OutboxStore};
 use crate::identity::{
     Email, EmailVerification, Invitation, InvitationStore, Membership, MembershipStore, Slug,
     Tenant, TenantStore, TokenHash, User, UserStore, VerificationStore, check_usable,
 };
-use crate::ids::{InvitationId, MembershipId, TenantId, UserId};
+use crate::ids::{EventId, InvitationId, MembershipId, TenantId, UserId};
 use crate::page::{Page, PageRequest};
 
 #[cfg(feature = "oauth")]
@@ -41,6 +42,7 @@ struct State {
     emails: HashMap<String, UserId>,
     partitions: HashMap<TenantId, Partition>,
     verifications: HashMap<TokenHash, EmailVerification>,
+    outbox: MemoryOutbox,
     #[cfg(feature = "oauth")]
     oauth: oauth::OAuthState,
 }
@@ -465,5 +467,25 @@ impl VerificationStore for MemoryStore {
         check_usable("email verification", v.consumed_at, v.expires_at, now)?;
         v.consumed_at = Some(now);
         Ok(v.clone())
+    }
+}
+
+/// The outbox lives under the same lock as every other table.
+#[async_trait]
+impl OutboxStore for MemoryStore {
+    async fn enqueue(&self, topic: &str, event: &Event) -> Result<()> {
+        self.state.write().await.outbox.enqueue(topic, event)
+    }
+
+    async fn pending(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
+        self.state.read().await.outbox.pending(limit)
+    }
+
+    async fn mark_sent(&self, ids: &[EventId], now: DateTime<Utc>) -> Result<u64> {
+        Ok(self.state.write().await.outbox.mark_sent(ids, now))
+    }
+
+    async fn purge_sent(&self, before: DateTime<Utc>) -> Result<u64> {
+        Ok(self.state.write().await.outbox.purge_sent(before))
     }
 }

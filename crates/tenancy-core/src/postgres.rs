@@ -9,6 +9,10 @@
 //! Run the application as a role that neither owns the tables nor has BYPASSRLS (nor
 //! is a superuser): `tenancy migrate --grant-to <role>` applies the migrations as the
 //! owner and grants that role what it needs ([`PgStore::grant_app_role`]).
+//!
+//! The event outbox (`event_outbox`) has no row-level security: the relay reads it
+//! across tenants, and tenants never read it. [`enqueue`] writes an event into a
+//! transaction the caller holds (e.g. one of [`PgStore::tenant_transaction`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -167,5 +171,6 @@ impl PgStore {
 }
 
 sql_identity_store!(PgStore, Postgres);
+crate::sql::outbox::sql_outbox_store!(PgStore, Postgres);
 #[cfg(feature = "oauth")]
 crate::sql::oauth::sql_oauth_store!(PgStore, Postgres);

@@ -9,6 +9,7 @@ use crate::ids::{TenantId, UserId};
 
 #[cfg(feature = "oauth")]
 pub(crate) mod oauth;
+pub(crate) mod outbox;
 
 /// Which rows an operation may touch; PostgreSQL turns it into `app.*` settings.
 #[derive(Debug, Clone, Copy)]

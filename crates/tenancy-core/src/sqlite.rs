@@ -1,7 +1,9 @@
 //! The SQLite backend (feature `sqlite`): every identity store in one database file,
 //! the embedded default of the servers. Migrations are embedded and applied by
 //! [`SqliteStore::migrate`]. Writes take the database lock up front (`BEGIN IMMEDIATE`),
-//! so concurrent writers queue instead of failing; readers never block.
+//! so concurrent writers queue instead of failing; readers never block. [`enqueue`]
+//! writes an event into the outbox within a transaction the caller holds (e.g. one of
+//! [`SqliteStore::tenant_transaction`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -107,5 +109,6 @@ impl SqliteStore {
 }
 
 sql_identity_store!(SqliteStore, Sqlite);
+crate::sql::outbox::sql_outbox_store!(SqliteStore, Sqlite);
 #[cfg(feature = "oauth")]
 crate::sql::oauth::sql_oauth_store!(SqliteStore, Sqlite);

@@ -1,7 +1,9 @@
-//! The identity and provider conformance suites against every backend: memory and SQLite always,
-//! PostgreSQL when `TENANCY_TEST_POSTGRES_URL` is set (an admin URL; each test creates
-//! and drops its own database and connects as a non-owner application role). With
-//! `TENANCY_TEST_REQUIRE_BACKENDS=1` (CI), a missing URL fails instead of skipping.
+//! The identity, provider, outbox and event bus conformance suites against every
+//! backend: memory, SQLite and the in-process bus always, PostgreSQL when
+//! `TENANCY_TEST_POSTGRES_URL` is set (an admin URL; each test creates and drops its own
+//! database and connects as a non-owner application role), Kafka when
+//! `TENANCY_TEST_KAFKA_BROKERS` is set. With `TENANCY_TEST_REQUIRE_BACKENDS=1` (CI), a
+//! missing URL fails instead of skipping.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,6 +13,8 @@
     reason = "tests"
 )]
 
+#[path = "identity_stores/events.rs"]
+mod events;
 #[path = "identity_stores/oauth.rs"]
 mod oauth;
 
@@ -19,23 +23,25 @@ use std::sync::Arc;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Row};
 use tenancy_core::conformance::{self, PgTestDatabase};
+use tenancy_core::events::OutboxStore;
 use tenancy_core::identity::{Identity, IdentityStore, NewTenant, NewUser};
 use tenancy_core::memory::MemoryStore;
 use tenancy_core::oauth::ProviderStore;
 use tenancy_core::postgres::PgStore;
 use tenancy_core::sqlite::SqliteStore;
 
-/// A store for one test (as the identity and the provider stores it implements), and
-/// what to tear down after it.
+/// A store for one test (as the identity, provider and outbox stores it implements),
+/// and what to tear down after it.
 struct TestStore {
     store: Arc<dyn IdentityStore>,
     provider: Arc<dyn ProviderStore>,
+    outbox: Arc<dyn OutboxStore>,
     _dir: Option<tempfile::TempDir>,
     pg: Option<PgTestDatabase>,
 }
 
 impl TestStore {
-    fn new<S: IdentityStore + ProviderStore + 'static>(
+    fn new<S: IdentityStore + ProviderStore + OutboxStore + 'static>(
         store: S,
         dir: Option<tempfile::TempDir>,
         pg: Option<PgTestDatabase>,
@@ -43,7 +49,8 @@ impl TestStore {
         let store = Arc::new(store);
         Self {
             store: store.clone(),
-            provider: store,
+            provider: store.clone(),
+            outbox: store,
             _dir: dir,
             pg,
         }
