@@ -1,6 +1,7 @@
 //! Quota counters in Redis (feature `redis`), shared by every process of a
 //! deployment: one integer per (tenant, meter, period) under
-//! `<prefix>:quota:<tenant>:<meter>:<period start>`, expiring a day after its period,
+//! `<prefix>:quota:<tenant>:<meter>:<period start>`, expiring one period and a day
+//! after its first use (so never before its period ends),
 //! and one Lua script per check, atomic across processes.
 
 use async_trait::async_trait;
@@ -15,8 +16,8 @@ fn unavailable(e: redis::RedisError) -> Error {
     Error::Unavailable(format!("redis: {e}"))
 }
 
-/// Adds `ARGV[1]` to `KEYS[1]` unless the sum would pass `ARGV[2]`; the key expires
-/// at `ARGV[3]` (Unix milliseconds). Returns `{1, used}` when added, `{0, used}`
+/// Adds `ARGV[1]` to `KEYS[1]` unless the sum would pass `ARGV[2]`; a new key expires
+/// `ARGV[3]` milliseconds later (by the server's clock). Returns `{1, used}` when added, `{0, used}`
 /// otherwise. Counters stay below 2^53, so Lua's numbers are exact.
 const CONSUME: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -25,7 +26,9 @@ if used + amount > tonumber(ARGV[2]) then
     return {0, used}
 end
 used = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+if redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
 return {1, used}
 ";
 
@@ -80,14 +83,17 @@ impl QuotaCounter for RedisQuotaCounter {
         amount: i64,
         ceiling: i64,
     ) -> Result<Consumed> {
-        let expires_ms = period_end.saturating_add(86_400).saturating_mul(1_000);
+        let ttl_ms = period_end
+            .saturating_sub(period_start)
+            .saturating_add(86_400)
+            .saturating_mul(1_000);
         let mut c = self.connection.clone();
         let (consumed, used): (i64, i64) = self
             .consume
             .key(self.key(tenant, meter, period_start))
             .arg(amount)
             .arg(ceiling)
-            .arg(expires_ms)
+            .arg(ttl_ms)
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
