@@ -151,7 +151,14 @@ pub async fn meters_crud(store: Arc<dyn MeteringStore>) {
     assert_kind(m.create_meter(t, tokens).await, ErrorKind::AlreadyExists);
     m.create_meter(
         t,
-        meter("api", "api.request", Aggregation::Count, None, &[], &[Window::Minute]),
+        meter(
+            "api",
+            "api.request",
+            Aggregation::Count,
+            None,
+            &[],
+            &[Window::Minute],
+        ),
     )
     .await
     .unwrap();
@@ -188,7 +195,10 @@ pub async fn meters_crud(store: Arc<dyn MeteringStore>) {
     assert_kind(store.update_meter(t, &stale).await, ErrorKind::Conflict);
     let mut foreign = updated.clone();
     foreign.tenant_id = TenantId::new();
-    assert_kind(store.insert_meter(t, &foreign).await, ErrorKind::InvalidInput);
+    assert_kind(
+        store.insert_meter(t, &foreign).await,
+        ErrorKind::InvalidInput,
+    );
 
     assert_kind(m.delete_meter(t, "tokens", 1).await, ErrorKind::Conflict);
     m.delete_meter(t, "tokens", 2).await.unwrap();
@@ -205,12 +215,54 @@ pub async fn rollups_every_aggregation(store: Arc<dyn MeteringStore>) {
     let t = TenantId::new();
     let (h, d) = (Window::Hour, Window::Day);
     for new in [
-        meter("requests", "api.request", Aggregation::Count, None, &["region"], &[h, d]),
-        meter("tokens", "llm.completion", Aggregation::Sum, Some("tokens"), &["model"], &[Window::Minute, h, d]),
-        meter("latency_min", "api.request", Aggregation::Min, Some("latency_ms"), &[], &[h, d]),
-        meter("latency_max", "api.request", Aggregation::Max, Some("latency_ms"), &[], &[d]),
-        meter("seats", "seats.changed", Aggregation::Latest, Some("seats"), &[], &[d]),
-        meter("users", "api.request", Aggregation::UniqueCount, Some("user"), &["region"], &[h, d]),
+        meter(
+            "requests",
+            "api.request",
+            Aggregation::Count,
+            None,
+            &["region"],
+            &[h, d],
+        ),
+        meter(
+            "tokens",
+            "llm.completion",
+            Aggregation::Sum,
+            Some("tokens"),
+            &["model"],
+            &[Window::Minute, h, d],
+        ),
+        meter(
+            "latency_min",
+            "api.request",
+            Aggregation::Min,
+            Some("latency_ms"),
+            &[],
+            &[h, d],
+        ),
+        meter(
+            "latency_max",
+            "api.request",
+            Aggregation::Max,
+            Some("latency_ms"),
+            &[],
+            &[d],
+        ),
+        meter(
+            "seats",
+            "seats.changed",
+            Aggregation::Latest,
+            Some("seats"),
+            &[],
+            &[d],
+        ),
+        meter(
+            "users",
+            "api.request",
+            Aggregation::UniqueCount,
+            Some("user"),
+            &["region"],
+            &[h, d],
+        ),
     ] {
         m.create_meter(t, new).await.unwrap();
     }
@@ -244,7 +296,12 @@ pub async fn rollups_every_aggregation(store: Arc<dyn MeteringStore>) {
     assert!(report.rejected[0].reason.contains("7 days"));
 
     let llm = |time, model: &str, tokens: serde_json::Value| {
-        event(t, "llm.completion", time, serde_json::json!({ "model": model, "tokens": tokens }))
+        event(
+            t,
+            "llm.completion",
+            time,
+            serde_json::json!({ "model": model, "tokens": tokens }),
+        )
     };
     let report = m
         .ingest(
@@ -267,13 +324,25 @@ pub async fn rollups_every_aggregation(store: Arc<dyn MeteringStore>) {
         .await
         .unwrap();
 
-    let (d3, d1, d0, d_next) = (at(7, 0, 0, 0), at(9, 0, 0, 0), at(10, 0, 0, 0), at(11, 0, 0, 0));
+    let (d3, d1, d0, d_next) = (
+        at(7, 0, 0, 0),
+        at(9, 0, 0, 0),
+        at(10, 0, 0, 0),
+        at(11, 0, 0, 0),
+    );
     let hour = |hh: u32| at(10, hh, 0, 0);
     let e = String::new;
 
     // count
     let r = m.query(t, &query("requests", d3, d_next, d)).await.unwrap();
-    assert_eq!(rows(&r), [(d3, e(), dec("1"), 1), (d1, e(), dec("1"), 1), (d0, e(), dec("5"), 5)]);
+    assert_eq!(
+        rows(&r),
+        [
+            (d3, e(), dec("1"), 1),
+            (d1, e(), dec("1"), 1),
+            (d0, e(), dec("5"), 5)
+        ]
+    );
     assert_eq!(r[2].window_end, d_next);
     let mut q = query("requests", d0, d_next, h);
     q.group_by = vec!["region".into()];
@@ -292,24 +361,62 @@ pub async fn rollups_every_aggregation(store: Arc<dyn MeteringStore>) {
     assert_eq!(rows(&r), [(d1, e(), dec("1"), 1), (d0, e(), dec("3"), 3)]);
 
     // min and max (a late numeric string lands in its hour)
-    let r = m.query(t, &query("latency_min", d0, d_next, h)).await.unwrap();
-    assert_eq!(
-        rows(&r),
-        [(hour(10), e(), dec("80"), 3), (hour(11), e(), dec("200"), 1), (hour(12), e(), dec("50.5"), 1)]
-    );
-    let r = m.query(t, &query("latency_min", d3, d_next, d)).await.unwrap();
-    assert_eq!(rows(&r), [(d3, e(), dec("10"), 1), (d1, e(), dec("300"), 1), (d0, e(), dec("50.5"), 5)]);
-    let r = m.query(t, &query("latency_max", d3, d_next, d)).await.unwrap();
-    assert_eq!(rows(&r), [(d3, e(), dec("10"), 1), (d1, e(), dec("300"), 1), (d0, e(), dec("200"), 5)]);
-
-    // sum by minute and by day per group
     let r = m
-        .query(t, &query("tokens", at(10, 10, 0, 0), at(10, 10, 20, 0), Window::Minute))
+        .query(t, &query("latency_min", d0, d_next, h))
         .await
         .unwrap();
     assert_eq!(
         rows(&r),
-        [(at(10, 10, 15, 0), e(), dec("150"), 2), (at(10, 10, 16, 0), e(), dec("25.5"), 1)]
+        [
+            (hour(10), e(), dec("80"), 3),
+            (hour(11), e(), dec("200"), 1),
+            (hour(12), e(), dec("50.5"), 1)
+        ]
+    );
+    let r = m
+        .query(t, &query("latency_min", d3, d_next, d))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&r),
+        [
+            (d3, e(), dec("10"), 1),
+            (d1, e(), dec("300"), 1),
+            (d0, e(), dec("50.5"), 5)
+        ]
+    );
+    let r = m
+        .query(t, &query("latency_max", d3, d_next, d))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&r),
+        [
+            (d3, e(), dec("10"), 1),
+            (d1, e(), dec("300"), 1),
+            (d0, e(), dec("200"), 5)
+        ]
+    );
+
+    // sum by minute and by day per group
+    let r = m
+        .query(
+            t,
+            &query(
+                "tokens",
+                at(10, 10, 0, 0),
+                at(10, 10, 20, 0),
+                Window::Minute,
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&r),
+        [
+            (at(10, 10, 15, 0), e(), dec("150"), 2),
+            (at(10, 10, 16, 0), e(), dec("25.5"), 1)
+        ]
     );
     let mut q = query("tokens", d1, d_next, d);
     q.group_by = vec!["model".into()];
@@ -329,11 +436,24 @@ pub async fn rollups_every_aggregation(store: Arc<dyn MeteringStore>) {
 
     // unique count: merged across groups it counts the union, not the sum
     let r = m.query(t, &query("users", d3, d_next, d)).await.unwrap();
-    assert_eq!(rows(&r), [(d3, e(), dec("1"), 1), (d1, e(), dec("1"), 1), (d0, e(), dec("3"), 5)]);
+    assert_eq!(
+        rows(&r),
+        [
+            (d3, e(), dec("1"), 1),
+            (d1, e(), dec("1"), 1),
+            (d0, e(), dec("3"), 5)
+        ]
+    );
     let mut q = query("users", d0, d_next, d);
     q.group_by = vec!["region".into()];
     let r = m.query(t, &q).await.unwrap();
-    assert_eq!(rows(&r), [(d0, "region=eu".into(), dec("2"), 3), (d0, "region=us".into(), dec("2"), 2)]);
+    assert_eq!(
+        rows(&r),
+        [
+            (d0, "region=eu".into(), dec("2"), 3),
+            (d0, "region=us".into(), dec("2"), 2)
+        ]
+    );
     let mut q = query("users", d0, d_next, h);
     q.filter.insert("region".into(), "eu".into());
     let r = m.query(t, &q).await.unwrap();
@@ -362,14 +482,26 @@ pub async fn rollups_every_aggregation(store: Arc<dyn MeteringStore>) {
             })
             .collect()
     };
-    assert_eq!(groups("requests"), [("eu".into(), dec("4")), ("us".into(), dec("3"))]);
-    assert_eq!(groups("tokens"), [("a".into(), dec("1150")), ("b".into(), dec("25.5"))]);
-    assert_eq!(groups("users"), [("eu".into(), dec("2")), ("us".into(), dec("3"))]);
+    assert_eq!(
+        groups("requests"),
+        [("eu".into(), dec("4")), ("us".into(), dec("3"))]
+    );
+    assert_eq!(
+        groups("tokens"),
+        [("a".into(), dec("1150")), ("b".into(), dec("25.5"))]
+    );
+    assert_eq!(
+        groups("users"),
+        [("eu".into(), dec("2")), ("us".into(), dec("3"))]
+    );
 
     // an hour-aligned period is read from hour rollups where kept; a meter keeping
     // only days cannot answer it
     assert_field(m.period_totals(t, hour(10), hour(12)).await, "from");
-    let empty = m.period_totals(t, at(1, 0, 0, 0), at(2, 0, 0, 0)).await.unwrap();
+    let empty = m
+        .period_totals(t, at(1, 0, 0, 0), at(2, 0, 0, 0))
+        .await
+        .unwrap();
     let by_key: BTreeMap<String, _> = empty.iter().map(|x| (x.meter.to_string(), x)).collect();
     assert_eq!(by_key["requests"].value, Some(Decimal::ZERO));
     assert_eq!(by_key["latency_min"].value, None);
@@ -383,13 +515,23 @@ pub async fn dedup_forever(store: Arc<dyn MeteringStore>) {
     let t = TenantId::new();
     m.create_meter(
         t,
-        meter("tokens", "llm", Aggregation::Sum, Some("n"), &[], &[Window::Day]),
+        meter(
+            "tokens",
+            "llm",
+            Aggregation::Sum,
+            Some("n"),
+            &[],
+            &[Window::Day],
+        ),
     )
     .await
     .unwrap();
     let a = event(t, "llm", at(10, 12, 0, 0), serde_json::json!({ "n": 10 }));
     let b = event(t, "llm", at(10, 12, 1, 0), serde_json::json!({ "n": 5 }));
-    let r = m.ingest(t, &[a.clone(), b.clone(), a.clone()]).await.unwrap();
+    let r = m
+        .ingest(t, &[a.clone(), b.clone(), a.clone()])
+        .await
+        .unwrap();
     assert_eq!((r.accepted, r.duplicates), (vec![0, 1], vec![2]));
     clock.advance(Duration::days(3));
     let mut changed = a.clone();
@@ -399,7 +541,10 @@ pub async fn dedup_forever(store: Arc<dyn MeteringStore>) {
     let r = m.ingest(t, &[changed, c.clone(), b]).await.unwrap();
     assert_eq!((r.accepted, r.duplicates), (vec![1], vec![0, 2]));
     assert!(!m.ingest_event(t, &c).await.unwrap(), "a duplicate");
-    let totals = m.period_totals(t, at(1, 0, 0, 0), at(20, 0, 0, 0)).await.unwrap();
+    let totals = m
+        .period_totals(t, at(1, 0, 0, 0), at(20, 0, 0, 0))
+        .await
+        .unwrap();
     assert_eq!(totals[0].value, Some(dec("16")));
     assert_eq!(totals[0].events, 3);
 }
@@ -412,18 +557,37 @@ pub async fn bad_input(store: Arc<dyn MeteringStore>) {
     let t = TenantId::new();
     m.create_meter(
         t,
-        meter("tokens", "llm", Aggregation::Sum, Some("usage.tokens"), &["model"], &[Window::Hour, Window::Day]),
+        meter(
+            "tokens",
+            "llm",
+            Aggregation::Sum,
+            Some("usage.tokens"),
+            &["model"],
+            &[Window::Hour, Window::Day],
+        ),
     )
     .await
     .unwrap();
     m.create_meter(
         t,
-        meter("users", "llm", Aggregation::UniqueCount, Some("user"), &[], &[Window::Day]),
+        meter(
+            "users",
+            "llm",
+            Aggregation::UniqueCount,
+            Some("user"),
+            &[],
+            &[Window::Day],
+        ),
     )
     .await
     .unwrap();
     let ok = |n: serde_json::Value| {
-        event(t, "llm", at(10, 12, 0, 0), serde_json::json!({ "usage": { "tokens": n }, "model": "a", "user": "u1" }))
+        event(
+            t,
+            "llm",
+            at(10, 12, 0, 0),
+            serde_json::json!({ "usage": { "tokens": n }, "model": "a", "user": "u1" }),
+        )
     };
 
     let too_many: Vec<UsageEvent> = (0..=MAX_BATCH).map(|_| ok(1.into())).collect();
@@ -446,25 +610,34 @@ pub async fn bad_input(store: Arc<dyn MeteringStore>) {
     let mut empty_type = ok(1.into());
     empty_type.event_type = String::new();
     let batch = vec![
-        ok(1.into()),                                           // 0 ok
-        event(t, "llm", at(10, 12, 0, 0), serde_json::json!({ "model": "a", "user": "u" })), // 1 missing value
-        ok(true.into()),                                        // 2 wrong type
-        ok("twelve".into()),                                    // 3 not numeric
-        other_tenant,                                           // 4
-        too_late,                                               // 5
-        future,                                                 // 6
-        nil,                                                    // 7
-        not_object,                                             // 8
-        object_group,                                           // 9
-        no_user,                                                // 10
-        ok("2.5".into()),                                       // 11 ok
-        empty_type,                                             // 12
+        ok(1.into()), // 0 ok
+        event(
+            t,
+            "llm",
+            at(10, 12, 0, 0),
+            serde_json::json!({ "model": "a", "user": "u" }),
+        ), // 1 missing value
+        ok(true.into()), // 2 wrong type
+        ok("twelve".into()), // 3 not numeric
+        other_tenant, // 4
+        too_late,     // 5
+        future,       // 6
+        nil,          // 7
+        not_object,   // 8
+        object_group, // 9
+        no_user,      // 10
+        ok("2.5".into()), // 11 ok
+        empty_type,   // 12
         event(t, "other.type", at(10, 12, 0, 0), serde_json::json!({})), // 13 ok, no meter
     ];
     let r = m.ingest(t, &batch).await.unwrap();
     assert_eq!(r.accepted, [0, 11, 13]);
     assert!(r.duplicates.is_empty());
-    let refused: Vec<(usize, &str)> = r.rejected.iter().map(|x| (x.index, x.field.as_str())).collect();
+    let refused: Vec<(usize, &str)> = r
+        .rejected
+        .iter()
+        .map(|x| (x.index, x.field.as_str()))
+        .collect();
     assert_eq!(
         refused,
         [
@@ -481,71 +654,222 @@ pub async fn bad_input(store: Arc<dyn MeteringStore>) {
             (12, "type"),
         ]
     );
-    assert!(r.rejected[0].reason.contains("missing value property `usage.tokens` of meter `tokens`"), "{}", r.rejected[0].reason);
-    assert!(r.rejected[1].reason.contains("got a boolean"), "{}", r.rejected[1].reason);
-    let totals = m.period_totals(t, at(10, 0, 0, 0), at(11, 0, 0, 0)).await.unwrap();
-    assert_eq!(totals[0].value, Some(dec("3.5")), "only the valid events count");
-    assert_field(m.ingest_event(t, &ok(false.into())).await, "data.usage.tokens");
+    assert!(
+        r.rejected[0]
+            .reason
+            .contains("missing value property `usage.tokens` of meter `tokens`"),
+        "{}",
+        r.rejected[0].reason
+    );
+    assert!(
+        r.rejected[1].reason.contains("got a boolean"),
+        "{}",
+        r.rejected[1].reason
+    );
+    let totals = m
+        .period_totals(t, at(10, 0, 0, 0), at(11, 0, 0, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        totals[0].value,
+        Some(dec("3.5")),
+        "only the valid events count"
+    );
+    assert_field(
+        m.ingest_event(t, &ok(false.into())).await,
+        "data.usage.tokens",
+    );
 
     // An unknown tenant: every event is rejected.
-    let identity = tenancy_core::identity::Identity::new(Arc::new(tenancy_core::memory::MemoryStore::new()));
+    let identity =
+        tenancy_core::identity::Identity::new(Arc::new(tenancy_core::memory::MemoryStore::new()));
     let guarded = m.clone().with_tenants(Arc::new(identity));
-    let r = guarded.ingest(t, &[ok(1.into()), ok(2.into())]).await.unwrap();
+    let r = guarded
+        .ingest(t, &[ok(1.into()), ok(2.into())])
+        .await
+        .unwrap();
     assert!(r.accepted.is_empty());
     assert_eq!(r.rejected.len(), 2);
     assert_eq!(r.rejected[1].field, "tenant_id");
     assert!(r.rejected[1].reason.contains("unknown tenant"));
 
     // Invalid meter definitions name the field.
-    let base = meter("m", "e", Aggregation::Sum, Some("v"), &["a"], &[Window::Day]);
+    let base = meter(
+        "m",
+        "e",
+        Aggregation::Sum,
+        Some("v"),
+        &["a"],
+        &[Window::Day],
+    );
     let cases: Vec<(NewMeter, &str)> = vec![
-        (NewMeter { key: "Bad Key".into(), ..base.clone() }, "key"),
-        (NewMeter { key: String::new(), ..base.clone() }, "key"),
-        (NewMeter { event_type: String::new(), ..base.clone() }, "event_type"),
-        (NewMeter { value_property: None, ..base.clone() }, "value_property"),
-        (NewMeter { aggregation: Aggregation::Count, ..base.clone() }, "value_property"),
-        (NewMeter { value_property: Some("a..b".into()), ..base.clone() }, "value_property"),
-        (NewMeter { group_by: vec!["ok".into(), "not ok".into()], ..base.clone() }, "group_by[1]"),
-        (NewMeter { group_by: vec!["a".into(), "a".into()], ..base.clone() }, "group_by[1]"),
-        (NewMeter { group_by: (0..9).map(|i| format!("g{i}")).collect(), ..base.clone() }, "group_by"),
-        (NewMeter { windows: vec![], ..base.clone() }, "windows"),
-        (NewMeter { windows: vec![Window::Day, Window::Day], ..base.clone() }, "windows"),
-        (NewMeter { description: "x".repeat(2000), ..base.clone() }, "description"),
+        (
+            NewMeter {
+                key: "Bad Key".into(),
+                ..base.clone()
+            },
+            "key",
+        ),
+        (
+            NewMeter {
+                key: String::new(),
+                ..base.clone()
+            },
+            "key",
+        ),
+        (
+            NewMeter {
+                event_type: String::new(),
+                ..base.clone()
+            },
+            "event_type",
+        ),
+        (
+            NewMeter {
+                value_property: None,
+                ..base.clone()
+            },
+            "value_property",
+        ),
+        (
+            NewMeter {
+                aggregation: Aggregation::Count,
+                ..base.clone()
+            },
+            "value_property",
+        ),
+        (
+            NewMeter {
+                value_property: Some("a..b".into()),
+                ..base.clone()
+            },
+            "value_property",
+        ),
+        (
+            NewMeter {
+                group_by: vec!["ok".into(), "not ok".into()],
+                ..base.clone()
+            },
+            "group_by[1]",
+        ),
+        (
+            NewMeter {
+                group_by: vec!["a".into(), "a".into()],
+                ..base.clone()
+            },
+            "group_by[1]",
+        ),
+        (
+            NewMeter {
+                group_by: (0..9).map(|i| format!("g{i}")).collect(),
+                ..base.clone()
+            },
+            "group_by",
+        ),
+        (
+            NewMeter {
+                windows: vec![],
+                ..base.clone()
+            },
+            "windows",
+        ),
+        (
+            NewMeter {
+                windows: vec![Window::Day, Window::Day],
+                ..base.clone()
+            },
+            "windows",
+        ),
+        (
+            NewMeter {
+                description: "x".repeat(2000),
+                ..base.clone()
+            },
+            "description",
+        ),
     ];
     for (new, field) in cases {
         assert_field(m.create_meter(t, new).await, field);
     }
     assert_kind(m.meter(t, "m").await, ErrorKind::NotFound);
     assert_field(
-        m.update_meter(t, "tokens", 1, MeterChanges { windows: Some(vec![]), ..Default::default() }).await,
+        m.update_meter(
+            t,
+            "tokens",
+            1,
+            MeterChanges {
+                windows: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .await,
         "windows",
     );
 
     // Queries.
     let d0 = at(10, 0, 0, 0);
-    assert_field(m.query(t, &query("tokens", d0, at(11, 0, 0, 0), Window::Minute)).await, "window");
-    assert_field(m.query(t, &query("tokens", at(10, 0, 0, 1), at(11, 0, 0, 0), Window::Day)).await, "from");
-    assert_field(m.query(t, &query("tokens", d0, at(10, 12, 30, 0), Window::Hour)).await, "to");
-    assert_field(m.query(t, &query("tokens", d0, d0, Window::Day)).await, "to");
+    assert_field(
+        m.query(t, &query("tokens", d0, at(11, 0, 0, 0), Window::Minute))
+            .await,
+        "window",
+    );
+    assert_field(
+        m.query(
+            t,
+            &query("tokens", at(10, 0, 0, 1), at(11, 0, 0, 0), Window::Day),
+        )
+        .await,
+        "from",
+    );
+    assert_field(
+        m.query(t, &query("tokens", d0, at(10, 12, 30, 0), Window::Hour))
+            .await,
+        "to",
+    );
+    assert_field(
+        m.query(t, &query("tokens", d0, d0, Window::Day)).await,
+        "to",
+    );
     let mut q = query("tokens", d0, at(11, 0, 0, 0), Window::Day);
     q.group_by = vec!["region".into()];
     assert_field(m.query(t, &q).await, "group_by[0]");
     let mut q = query("tokens", d0, at(11, 0, 0, 0), Window::Day);
     q.filter.insert("region".into(), "eu".into());
     assert_field(m.query(t, &q).await, "filter.region");
-    assert_field(m.query(t, &query("BAD", d0, at(11, 0, 0, 0), Window::Day)).await, "meter");
-    assert_kind(m.query(t, &query("nope", d0, at(11, 0, 0, 0), Window::Day)).await, ErrorKind::NotFound);
+    assert_field(
+        m.query(t, &query("BAD", d0, at(11, 0, 0, 0), Window::Day))
+            .await,
+        "meter",
+    );
+    assert_kind(
+        m.query(t, &query("nope", d0, at(11, 0, 0, 0), Window::Day))
+            .await,
+        ErrorKind::NotFound,
+    );
 
     // Quotas.
-    let limit = |l: &str| QuotaLimit { period: QuotaPeriod::Day, limit: dec(l), mode: QuotaMode::Hard };
+    let limit = |l: &str| QuotaLimit {
+        period: QuotaPeriod::Day,
+        limit: dec(l),
+        mode: QuotaMode::Hard,
+    };
     assert_field(m.set_quota(t, "tokens", limit("1.00001")).await, "limit");
     assert_field(m.set_quota(t, "tokens", limit("-1")).await, "limit");
-    assert_field(m.set_quota(t, "tokens", limit("100000000001")).await, "limit");
-    assert_kind(m.set_quota(t, "nope", limit("1")).await, ErrorKind::NotFound);
+    assert_field(
+        m.set_quota(t, "tokens", limit("100000000001")).await,
+        "limit",
+    );
+    assert_kind(
+        m.set_quota(t, "nope", limit("1")).await,
+        ErrorKind::NotFound,
+    );
     m.set_quota(t, "tokens", limit("10")).await.unwrap();
     assert_field(m.check_and_consume(t, "tokens", dec("0")).await, "amount");
     assert_field(m.check_and_consume(t, "tokens", dec("-1")).await, "amount");
-    assert_field(m.check_and_consume(t, "tokens", dec("0.00001")).await, "amount");
+    assert_field(
+        m.check_and_consume(t, "tokens", dec("0.00001")).await,
+        "amount",
+    );
     assert_eq!(m.balance(t, "tokens").await.unwrap().used, Decimal::ZERO);
 }
 
@@ -554,22 +878,46 @@ pub async fn bad_input(store: Arc<dyn MeteringStore>) {
 pub async fn tenant_isolation(store: Arc<dyn MeteringStore>) {
     let (m, _) = metering(store.clone());
     let (a, b) = (TenantId::new(), TenantId::new());
-    let def = meter("api", "api.request", Aggregation::Count, None, &[], &[Window::Day]);
+    let def = meter(
+        "api",
+        "api.request",
+        Aggregation::Count,
+        None,
+        &[],
+        &[Window::Day],
+    );
     m.create_meter(a, def.clone()).await.unwrap();
     m.create_meter(b, def).await.unwrap();
     m.create_meter(
         a,
-        meter("only_a", "api.request", Aggregation::UniqueCount, Some("user"), &[], &[Window::Day]),
+        meter(
+            "only_a",
+            "api.request",
+            Aggregation::UniqueCount,
+            Some("user"),
+            &[],
+            &[Window::Day],
+        ),
     )
     .await
     .unwrap();
     let events_a: Vec<UsageEvent> = (0..5)
-        .map(|i| event(a, "api.request", at(10, 12, i, 0), serde_json::json!({ "user": format!("u{i}") })))
+        .map(|i| {
+            event(
+                a,
+                "api.request",
+                at(10, 12, i, 0),
+                serde_json::json!({ "user": format!("u{i}") }),
+            )
+        })
         .collect();
     let events_b: Vec<UsageEvent> = events_a
         .iter()
         .take(3)
-        .map(|e| UsageEvent { tenant_id: b, ..e.clone() })
+        .map(|e| UsageEvent {
+            tenant_id: b,
+            ..e.clone()
+        })
         .collect();
     assert_eq!(m.ingest(a, &events_a).await.unwrap().accepted.len(), 5);
     assert_eq!(
@@ -581,10 +929,19 @@ pub async fn tenant_isolation(store: Arc<dyn MeteringStore>) {
     let r = m.ingest(a, &events_b).await.unwrap();
     assert_eq!(r.rejected.len(), 3);
     let leaked = store
-        .rollups(b, &MeterKey::parse("meter", "only_a").unwrap(), Window::Day, 0, i64::MAX)
+        .rollups(
+            b,
+            &MeterKey::parse("meter", "only_a").unwrap(),
+            Window::Day,
+            0,
+            i64::MAX,
+        )
         .await
         .unwrap();
-    assert!(leaked.is_empty(), "tenant B reads no rollups of tenant A's meter");
+    assert!(
+        leaked.is_empty(),
+        "tenant B reads no rollups of tenant A's meter"
+    );
 
     let api_day = query("api", at(10, 0, 0, 0), at(11, 0, 0, 0), Window::Day);
     let day = |t| m.query(t, &api_day);
@@ -592,19 +949,46 @@ pub async fn tenant_isolation(store: Arc<dyn MeteringStore>) {
     assert_eq!(day(b).await.unwrap()[0].value, dec("3"));
     assert_kind(m.meter(b, "only_a").await, ErrorKind::NotFound);
     assert_eq!(m.list_meters(b).await.unwrap().len(), 1);
-    assert_eq!(m.period_totals(b, at(10, 0, 0, 0), at(11, 0, 0, 0)).await.unwrap().len(), 1);
+    assert_eq!(
+        m.period_totals(b, at(10, 0, 0, 0), at(11, 0, 0, 0))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
-    let hard = QuotaLimit { period: QuotaPeriod::Month, limit: dec("2"), mode: QuotaMode::Hard };
+    let hard = QuotaLimit {
+        period: QuotaPeriod::Month,
+        limit: dec("2"),
+        mode: QuotaMode::Hard,
+    };
     m.set_quota(a, "api", hard.clone()).await.unwrap();
     assert!(m.quota(b, "api").await.unwrap().is_none());
     m.set_quota(b, "api", hard).await.unwrap();
-    assert!(m.check_and_consume(a, "api", dec("2")).await.unwrap().allowed);
-    assert!(m.check_and_consume(b, "api", dec("1")).await.unwrap().allowed);
+    assert!(
+        m.check_and_consume(a, "api", dec("2"))
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        m.check_and_consume(b, "api", dec("1"))
+            .await
+            .unwrap()
+            .allowed
+    );
     assert_eq!(m.balance(b, "api").await.unwrap().used, dec("1"));
 
     let v = m.meter(a, "api").await.unwrap().version;
     m.delete_meter(a, "api", v).await.unwrap();
-    assert_kind(m.query(a, &query("api", at(10, 0, 0, 0), at(11, 0, 0, 0), Window::Day)).await, ErrorKind::NotFound);
+    assert_kind(
+        m.query(
+            a,
+            &query("api", at(10, 0, 0, 0), at(11, 0, 0, 0), Window::Day),
+        )
+        .await,
+        ErrorKind::NotFound,
+    );
     assert!(m.quota(a, "api").await.unwrap().is_none());
     assert_eq!(day(b).await.unwrap()[0].value, dec("3"));
     assert!(m.quota(b, "api").await.unwrap().is_some());
@@ -615,12 +999,32 @@ pub async fn tenant_isolation(store: Arc<dyn MeteringStore>) {
 pub async fn duplicate_storm(store: Arc<dyn MeteringStore>) {
     let (m, _) = metering(store);
     let t = TenantId::new();
-    m.create_meter(t, meter("calls", "call", Aggregation::Count, None, &["kind"], &[Window::Hour, Window::Day]))
-        .await
-        .unwrap();
-    m.create_meter(t, meter("units", "call", Aggregation::Sum, Some("n"), &[], &[Window::Day]))
-        .await
-        .unwrap();
+    m.create_meter(
+        t,
+        meter(
+            "calls",
+            "call",
+            Aggregation::Count,
+            None,
+            &["kind"],
+            &[Window::Hour, Window::Day],
+        ),
+    )
+    .await
+    .unwrap();
+    m.create_meter(
+        t,
+        meter(
+            "units",
+            "call",
+            Aggregation::Sum,
+            Some("n"),
+            &[],
+            &[Window::Day],
+        ),
+    )
+    .await
+    .unwrap();
     let events: Vec<UsageEvent> = (0..10_000_i64)
         .map(|i| {
             event(
@@ -650,13 +1054,22 @@ pub async fn duplicate_storm(store: Arc<dyn MeteringStore>) {
         duplicates += r.duplicates.len();
     }
     assert_eq!((accepted, duplicates), (10_000, 20_000));
-    let totals = m.period_totals(t, at(9, 0, 0, 0), at(11, 0, 0, 0)).await.unwrap();
+    let totals = m
+        .period_totals(t, at(9, 0, 0, 0), at(11, 0, 0, 0))
+        .await
+        .unwrap();
     let by_key: BTreeMap<String, _> = totals.iter().map(|x| (x.meter.to_string(), x)).collect();
     assert_eq!(by_key["calls"].value, Some(dec("10000")));
     assert_eq!(by_key["calls"].groups[0].value, dec("5000"));
     assert_eq!(by_key["units"].value, Some(Decimal::from(expected_sum)));
     assert_eq!(by_key["units"].events, 10_000);
-    let hours = m.query(t, &query("calls", at(10, 0, 0, 0), at(11, 0, 0, 0), Window::Hour)).await.unwrap();
+    let hours = m
+        .query(
+            t,
+            &query("calls", at(10, 0, 0, 0), at(11, 0, 0, 0), Window::Hour),
+        )
+        .await
+        .unwrap();
     let per_hour: u64 = hours.iter().map(|r| r.events).sum();
     assert_eq!(per_hour, 10_000);
 }
@@ -666,29 +1079,87 @@ pub async fn duplicate_storm(store: Arc<dyn MeteringStore>) {
 /// totals flagged); other cells are unaffected.
 pub async fn unique_bound(store: Arc<dyn MeteringStore>) {
     let (m, _) = metering(store);
-    let m = m.with_config(MeteringConfig { unique_bound: 5, ..MeteringConfig::default() });
+    let m = m.with_config(MeteringConfig {
+        unique_bound: 5,
+        ..MeteringConfig::default()
+    });
     let t = TenantId::new();
-    m.create_meter(t, meter("users", "login", Aggregation::UniqueCount, Some("user"), &["app"], &[Window::Hour, Window::Day]))
+    m.create_meter(
+        t,
+        meter(
+            "users",
+            "login",
+            Aggregation::UniqueCount,
+            Some("user"),
+            &["app"],
+            &[Window::Hour, Window::Day],
+        ),
+    )
+    .await
+    .unwrap();
+    let login = |user: &str, app: &str| {
+        event(
+            t,
+            "login",
+            at(10, 12, 0, 0),
+            serde_json::json!({ "user": user, "app": app }),
+        )
+    };
+    let r = m
+        .ingest(
+            t,
+            &[
+                login("u1", "x"),
+                login("u2", "x"),
+                login("u3", "x"),
+                login("u1", "x"),
+            ],
+        )
         .await
         .unwrap();
-    let login = |user: &str, app: &str| event(t, "login", at(10, 12, 0, 0), serde_json::json!({ "user": user, "app": app }));
-    let r = m.ingest(t, &[login("u1", "x"), login("u2", "x"), login("u3", "x"), login("u1", "x")]).await.unwrap();
     assert_eq!(r.accepted.len(), 4);
     let r = m
-        .ingest(t, &[login("u3", "x"), login("u4", "x"), login("u5", "x"), login("u6", "x"), login("u7", "x"), login("u1", "y")])
+        .ingest(
+            t,
+            &[
+                login("u3", "x"),
+                login("u4", "x"),
+                login("u5", "x"),
+                login("u6", "x"),
+                login("u7", "x"),
+                login("u1", "y"),
+            ],
+        )
         .await
         .unwrap();
-    assert_eq!(r.accepted.len(), 6, "events past the bound are still accepted");
+    assert_eq!(
+        r.accepted.len(),
+        6,
+        "events past the bound are still accepted"
+    );
     let mut q = query("users", at(10, 0, 0, 0), at(11, 0, 0, 0), Window::Day);
     q.group_by = vec!["app".into()];
     let rows = m.query(t, &q).await.unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0].value, rows[0].events, rows[0].saturated), (dec("5"), 9, true));
-    assert_eq!((rows[1].value, rows[1].events, rows[1].saturated), (dec("1"), 1, false));
+    assert_eq!(
+        (rows[0].value, rows[0].events, rows[0].saturated),
+        (dec("5"), 9, true)
+    );
+    assert_eq!(
+        (rows[1].value, rows[1].events, rows[1].saturated),
+        (dec("1"), 1, false)
+    );
     let more = m.ingest(t, &[login("u8", "x")]).await.unwrap();
     assert_eq!(more.accepted.len(), 1);
-    let totals = m.period_totals(t, at(10, 0, 0, 0), at(11, 0, 0, 0)).await.unwrap();
-    assert_eq!(totals[0].value, Some(dec("5")), "u1..u5 stored, u1 shared by both apps");
+    let totals = m
+        .period_totals(t, at(10, 0, 0, 0), at(11, 0, 0, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        totals[0].value,
+        Some(dec("5")),
+        "u1..u5 stored, u1 shared by both apps"
+    );
     assert!(totals[0].saturated);
     assert_eq!(totals[0].events, 11);
 }
@@ -700,17 +1171,27 @@ pub async fn quota_rules(store: Arc<dyn MeteringStore>, counter: Arc<dyn QuotaCo
     let m = m.with_quota_counter(counter);
     let t = TenantId::new();
     for key in ["hard", "soft", "free"] {
-        m.create_meter(t, meter(key, "api", Aggregation::Count, None, &[], &[Window::Day]))
-            .await
-            .unwrap();
+        m.create_meter(
+            t,
+            meter(key, "api", Aggregation::Count, None, &[], &[Window::Day]),
+        )
+        .await
+        .unwrap();
     }
-    let hard = QuotaLimit { period: QuotaPeriod::Day, limit: dec("10"), mode: QuotaMode::Hard };
+    let hard = QuotaLimit {
+        period: QuotaPeriod::Day,
+        limit: dec("10"),
+        mode: QuotaMode::Hard,
+    };
     let set = m.set_quota(t, "hard", hard).await.unwrap();
     assert_eq!(m.quota(t, "hard").await.unwrap(), Some(set));
     let use_ = |k: &'static str, n: &'static str| m.check_and_consume(t, k, dec(n));
     let d = use_("hard", "4").await.unwrap();
     assert!(d.allowed && !d.exceeded);
-    assert_eq!((d.used, d.remaining, d.limit), (dec("4"), Some(dec("6")), Some(dec("10"))));
+    assert_eq!(
+        (d.used, d.remaining, d.limit),
+        (dec("4"), Some(dec("6")), Some(dec("10")))
+    );
     assert_eq!(d.period_start, Some(at(10, 0, 0, 0)));
     assert_eq!(d.period_end, Some(at(11, 0, 0, 0)));
     assert!(use_("hard", "4.5").await.unwrap().allowed);
@@ -722,7 +1203,11 @@ pub async fn quota_rules(store: Arc<dyn MeteringStore>, counter: Arc<dyn QuotaCo
     assert_eq!((b.used, b.remaining), (dec("10"), Decimal::ZERO));
     assert!(!use_("hard", "0.0001").await.unwrap().allowed);
 
-    let soft = QuotaLimit { period: QuotaPeriod::Hour, limit: dec("1"), mode: QuotaMode::Soft };
+    let soft = QuotaLimit {
+        period: QuotaPeriod::Hour,
+        limit: dec("1"),
+        mode: QuotaMode::Soft,
+    };
     m.set_quota(t, "soft", soft).await.unwrap();
     assert!(!use_("soft", "1").await.unwrap().exceeded);
     let over = use_("soft", "2").await.unwrap();
@@ -737,7 +1222,11 @@ pub async fn quota_rules(store: Arc<dyn MeteringStore>, counter: Arc<dyn QuotaCo
     // The next period starts at zero; changing the limit applies at once.
     clock.advance(Duration::days(1));
     assert_eq!(m.balance(t, "hard").await.unwrap().used, Decimal::ZERO);
-    let bigger = QuotaLimit { period: QuotaPeriod::Day, limit: dec("20"), mode: QuotaMode::Hard };
+    let bigger = QuotaLimit {
+        period: QuotaPeriod::Day,
+        limit: dec("20"),
+        mode: QuotaMode::Hard,
+    };
     m.set_quota(t, "hard", bigger).await.unwrap();
     assert!(use_("hard", "15").await.unwrap().allowed);
     assert!(m.delete_quota(t, "hard").await.unwrap());
@@ -751,13 +1240,30 @@ pub async fn quota_race(store: Arc<dyn MeteringStore>, counter: Arc<dyn QuotaCou
     let (m, _) = metering(store);
     let m = m.with_quota_counter(counter);
     let t = TenantId::new();
-    m.create_meter(t, meter("calls", "api", Aggregation::Count, None, &[], &[Window::Day]))
-        .await
-        .unwrap();
-    let limit = QuotaLimit { period: QuotaPeriod::Month, limit: dec("50"), mode: QuotaMode::Hard };
+    m.create_meter(
+        t,
+        meter(
+            "calls",
+            "api",
+            Aggregation::Count,
+            None,
+            &[],
+            &[Window::Day],
+        ),
+    )
+    .await
+    .unwrap();
+    let limit = QuotaLimit {
+        period: QuotaPeriod::Month,
+        limit: dec("50"),
+        mode: QuotaMode::Hard,
+    };
     m.set_quota(t, "calls", limit).await.unwrap();
     let decisions = join_all((0..100).map(|_| m.check_and_consume(t, "calls", Decimal::ONE))).await;
-    let allowed = decisions.into_iter().filter(|d| d.as_ref().unwrap().allowed).count();
+    let allowed = decisions
+        .into_iter()
+        .filter(|d| d.as_ref().unwrap().allowed)
+        .count();
     assert_eq!(allowed, 50);
     let b = m.balance(t, "calls").await.unwrap();
     assert_eq!((b.used, b.remaining), (dec("50"), Decimal::ZERO));

@@ -53,7 +53,13 @@ fn row_key(tenant: TenantId, cell: &CellKey) -> RowKey {
     )
 }
 
-fn range_of(tenant: TenantId, meter: &MeterKey, window: Window, from: i64, to: i64) -> (RowKey, RowKey) {
+fn range_of(
+    tenant: TenantId,
+    meter: &MeterKey,
+    window: Window,
+    from: i64,
+    to: i64,
+) -> (RowKey, RowKey) {
     (
         (tenant, meter.clone(), window, from, String::new()),
         (tenant, meter.clone(), window, to, String::new()),
@@ -160,7 +166,10 @@ impl MeteringStore for MemoryMeteringStore {
                 );
                 delta.value = rust_decimal::Decimal::from(keep);
                 delta.saturated = saturated;
-                sets.push((key.clone(), fresh.into_iter().take(keep).collect::<Vec<_>>()));
+                sets.push((
+                    key.clone(),
+                    fresh.into_iter().take(keep).collect::<Vec<_>>(),
+                ));
             }
             let row = match inner.rollups.get(&key) {
                 Some(existing) => {

@@ -157,7 +157,10 @@ impl std::io::Write for ByteCounter {
 
 fn check_text(field: &str, value: &str, what: &str) -> Result<(), Refusal> {
     if value.chars().count() > 256 {
-        return Err((field.into(), format!("{what} must be at most 256 characters")));
+        return Err((
+            field.into(),
+            format!("{what} must be at most 256 characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err((
@@ -248,7 +251,9 @@ impl Metering {
 
     /// The meter `key`; `NotFound` if none.
     pub async fn meter(&self, tenant: TenantId, key: &str) -> Result<Meter> {
-        self.store.meter(tenant, &MeterKey::parse("meter", key)?).await
+        self.store
+            .meter(tenant, &MeterKey::parse("meter", key)?)
+            .await
     }
 
     /// Every meter of `tenant`, sorted by key.
@@ -671,7 +676,12 @@ impl Metering {
     // ----- quotas -----
 
     /// Sets the quota of meter `meter`; `NotFound` if there is no such meter.
-    pub async fn set_quota(&self, tenant: TenantId, meter: &str, limit: QuotaLimit) -> Result<Quota> {
+    pub async fn set_quota(
+        &self,
+        tenant: TenantId,
+        meter: &str,
+        limit: QuotaLimit,
+    ) -> Result<Quota> {
         let key = MeterKey::parse("meter", meter)?;
         quota_units("limit", limit.limit)?;
         self.store.meter(tenant, &key).await?;

@@ -29,7 +29,11 @@ use tenancy_core::{Error, Result};
 fn stored_decimal(text: &str) -> Result<Decimal> {
     Decimal::from_str(text)
         .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|e| Error::Internal(format!("stored value `{text}` is not a decimal in range: {e}")))
+        .map_err(|e| {
+            Error::Internal(format!(
+                "stored value `{text}` is not a decimal in range: {e}"
+            ))
+        })
 }
 
 /// A stored quota field that no longer parses is a storage fault.

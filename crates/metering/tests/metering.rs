@@ -219,12 +219,11 @@ async fn postgres_metering_rls() {
         "usage_quota_counters",
     ];
     for table in tables {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {table}"
-        )))
-        .fetch_one(&raw)
-        .await
-        .unwrap();
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&raw)
+                .await
+                .unwrap();
         assert_eq!(n, 0, "{table}: no tenant setting must mean no rows");
     }
     let mut tx = raw.begin().await.unwrap();

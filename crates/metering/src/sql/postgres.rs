@@ -116,9 +116,24 @@ async fn attempt(
     )
     .bind(t)
     .bind(sorted.iter().map(|p| p.event.id).collect::<Vec<_>>())
-    .bind(sorted.iter().map(|p| p.event.event_type.as_str()).collect::<Vec<_>>())
-    .bind(sorted.iter().map(|p| p.event.source.as_str()).collect::<Vec<_>>())
-    .bind(sorted.iter().map(|p| p.event.subject.as_str()).collect::<Vec<_>>())
+    .bind(
+        sorted
+            .iter()
+            .map(|p| p.event.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|p| p.event.source.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|p| p.event.subject.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(sorted.iter().map(|p| p.event.time).collect::<Vec<_>>())
     .bind(
         sorted

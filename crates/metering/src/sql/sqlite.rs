@@ -36,7 +36,11 @@ fn tuple(cell: &CellKey) -> CellTuple {
     )
 }
 
-async fn ingest(store: &SqliteStore, tenant: TenantId, batch: &IngestBatch<'_>) -> Result<Vec<bool>> {
+async fn ingest(
+    store: &SqliteStore,
+    tenant: TenantId,
+    batch: &IngestBatch<'_>,
+) -> Result<Vec<bool>> {
     let t = tenant.as_uuid();
     let mut tx = store.tenant_transaction(tenant, true).await?;
     let mut new_ids: HashSet<Uuid> = HashSet::with_capacity(batch.events.len());
@@ -54,7 +58,11 @@ async fn ingest(store: &SqliteStore, tenant: TenantId, batch: &IngestBatch<'_>) 
                 .push_bind(sqlx::types::Json(&p.event.data));
         });
         q.push(" ON CONFLICT DO NOTHING RETURNING id");
-        let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await.map_err(db)?;
+        let ids: Vec<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
         new_ids.extend(ids);
     }
     let inserted: Vec<bool> = batch
