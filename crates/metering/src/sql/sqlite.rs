@@ -1,0 +1,192 @@
+//! The SQLite metering store: batches under the database write lock (`BEGIN
+//! IMMEDIATE`), so reading the touched rollup rows and writing them back is atomic.
+
+use std::collections::{HashMap, HashSet};
+
+use rust_decimal::prelude::ToPrimitive as _;
+use sqlx::{QueryBuilder, Row as _, Sqlite};
+use tenancy_core::sqlite::SqliteStore;
+use tenancy_core::{Result, TenantId};
+use uuid::Uuid;
+
+use crate::rollup::{CellKey, IngestBatch, RollupRow, unique_allowance};
+
+super::sql_metering_store!(SqliteStore, Sqlite, ingest);
+
+/// Applies the metering migrations to a SQLite database.
+pub async fn migrate_sqlite(store: &SqliteStore) -> Result<()> {
+    let mut m = sqlx::migrate!("./migrations/sqlite");
+    m.set_ignore_missing(true);
+    store.apply_migrations(&m).await
+}
+
+/// Events per `INSERT` (7 parameters each, under SQLite's 32,766).
+const EVENT_CHUNK: usize = 1_000;
+/// Cells per statement (at most 10 parameters each).
+const CELL_CHUNK: usize = 500;
+
+type CellTuple = (String, String, i64, String);
+
+fn tuple(cell: &CellKey) -> CellTuple {
+    (
+        cell.meter.as_str().to_owned(),
+        cell.window.as_str().to_owned(),
+        cell.window_start,
+        cell.group_key.clone(),
+    )
+}
+
+async fn ingest(
+    store: &SqliteStore,
+    tenant: TenantId,
+    batch: &IngestBatch<'_>,
+) -> Result<Vec<bool>> {
+    let t = tenant.as_uuid();
+    let mut tx = store.tenant_transaction(tenant, true).await?;
+    let mut new_ids: HashSet<Uuid> = HashSet::with_capacity(batch.events.len());
+    for chunk in batch.events.chunks(EVENT_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_events (tenant_id, id, event_type, source, subject, time, data) ",
+        );
+        q.push_values(chunk, |mut row, p| {
+            row.push_bind(t)
+                .push_bind(p.event.id)
+                .push_bind(p.event.event_type.as_str())
+                .push_bind(p.event.source.as_str())
+                .push_bind(p.event.subject.as_str())
+                .push_bind(p.event.time)
+                .push_bind(sqlx::types::Json(&p.event.data));
+        });
+        q.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let ids: Vec<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        new_ids.extend(ids);
+    }
+    let inserted: Vec<bool> = batch
+        .events
+        .iter()
+        .map(|p| new_ids.contains(&p.event.id))
+        .collect();
+    let mut deltas = batch.deltas(&inserted)?;
+    if deltas.is_empty() {
+        tx.commit().await.map_err(db)?;
+        return Ok(inserted);
+    }
+
+    let cells: Vec<CellKey> = deltas.keys().cloned().collect();
+    let mut current: HashMap<CellTuple, RollupRow> = HashMap::with_capacity(cells.len());
+    for chunk in cells.chunks(CELL_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT meter_key, window_size, window_start, group_key, events, value, latest_time, \
+             latest_id, saturated FROM usage_rollups WHERE tenant_id = ",
+        );
+        q.push_bind(t);
+        q.push(" AND (meter_key, window_size, window_start, group_key) IN (");
+        q.push_values(chunk, |mut row, c| {
+            row.push_bind(c.meter.as_str())
+                .push_bind(c.window.as_str())
+                .push_bind(c.window_start)
+                .push_bind(c.group_key.as_str());
+        });
+        q.push(")");
+        for r in q.build().fetch_all(&mut *tx).await.map_err(db)? {
+            let key: CellTuple = (
+                r.try_get("meter_key").map_err(db)?,
+                r.try_get("window_size").map_err(db)?,
+                r.try_get("window_start").map_err(db)?,
+                r.try_get("group_key").map_err(db)?,
+            );
+            current.insert(key, rollup_row(&r)?);
+        }
+    }
+
+    for (cell, delta) in &mut deltas {
+        if delta.unique_values.is_empty() {
+            continue;
+        }
+        let mut fresh = Vec::new();
+        for value in &delta.unique_values {
+            let added = sqlx::query(
+                "INSERT INTO usage_unique_values \
+                 (tenant_id, meter_key, window_size, window_start, group_key, value) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(t)
+            .bind(cell.meter.as_str())
+            .bind(cell.window.as_str())
+            .bind(cell.window_start)
+            .bind(cell.group_key.as_str())
+            .bind(value.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if added > 0 {
+                fresh.push(value.as_str());
+            }
+        }
+        let held = current
+            .get(&tuple(cell))
+            .and_then(|r| r.value.to_i64())
+            .unwrap_or(0);
+        let (keep, saturated) = unique_allowance(batch.unique_bound, held, fresh.len());
+        for value in fresh.iter().skip(keep) {
+            sqlx::query(
+                "DELETE FROM usage_unique_values WHERE tenant_id = $1 AND meter_key = $2 \
+                 AND window_size = $3 AND window_start = $4 AND group_key = $5 AND value = $6",
+            )
+            .bind(t)
+            .bind(cell.meter.as_str())
+            .bind(cell.window.as_str())
+            .bind(cell.window_start)
+            .bind(cell.group_key.as_str())
+            .bind(*value)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        delta.value = rust_decimal::Decimal::from(keep);
+        delta.saturated = saturated;
+    }
+
+    let mut merged = Vec::with_capacity(deltas.len());
+    for (cell, delta) in &deltas {
+        let row = match current.remove(&tuple(cell)) {
+            Some(mut row) => {
+                row.apply(cell, delta)?;
+                row
+            }
+            None => RollupRow::from_delta(cell, delta),
+        };
+        merged.push((cell, row));
+    }
+    for chunk in merged.chunks(CELL_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_rollups (tenant_id, meter_key, window_size, window_start, group_key, \
+             events, value, latest_time, latest_id, saturated) ",
+        );
+        q.push_values(chunk, |mut b, (cell, row)| {
+            b.push_bind(t)
+                .push_bind(cell.meter.as_str())
+                .push_bind(cell.window.as_str())
+                .push_bind(cell.window_start)
+                .push_bind(cell.group_key.as_str())
+                .push_bind(row.events)
+                .push_bind(row.value.normalize().to_string())
+                .push_bind(row.latest_time)
+                .push_bind(row.latest_id)
+                .push_bind(row.saturated);
+        });
+        q.push(
+            " ON CONFLICT (tenant_id, meter_key, window_size, window_start, group_key) DO UPDATE SET \
+             events = excluded.events, value = excluded.value, latest_time = excluded.latest_time, \
+             latest_id = excluded.latest_id, saturated = excluded.saturated",
+        );
+        q.build().execute(&mut *tx).await.map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(inserted)
+}
