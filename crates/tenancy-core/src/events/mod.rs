@@ -86,8 +86,8 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     /// for an invalid topic name.
     async fn publish(&self, topic: &str, key: &str, event: &Event) -> Result<()>;
 
-    /// Publishes `(key, event)` pairs to `topic`, in order. On error any prefix of
-    /// the batch may have been published.
+    /// Publishes `(key, event)` pairs to `topic`, in order. On error any part of the
+    /// batch may have been published (publish it again: consumers absorb duplicates).
     async fn publish_batch(&self, topic: &str, batch: &[(&str, &Event)]) -> Result<()>;
 
     /// Joins consumer group `group` of `topic` as a new member. `InvalidInput` for an
@@ -122,8 +122,9 @@ pub trait Subscription: Send + Sync + std::fmt::Debug {
     /// acknowledged, so a restart never skips an unacknowledged event; it may
     /// redeliver acknowledged ones that followed it. Acknowledging a delivery twice,
     /// or one whose partition a rebalance has since given to another member, has no
-    /// effect. `InvalidInput` on field `delivery` for a delivery this subscription
-    /// cannot have handed out (another topic, an offset never delivered).
+    /// effect. `InvalidInput` on field `delivery` for a delivery of another topic (the
+    /// in-process bus also refuses offsets it never handed out; Kafka ignores them).
+    /// An error leaves the delivery unacknowledged: acknowledging it again retries.
     async fn ack(&mut self, delivery: &Delivery) -> Result<()>;
 
     /// The partitions currently assigned to this member (a rebalance may change them;
