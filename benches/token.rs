@@ -17,71 +17,20 @@
 
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_main};
 use tenancy::core::clock::SystemClock;
 use tenancy::core::ids::{ClientId, GrantId, TenantId, UserId};
+use tenancy::core::memory::MemoryStore;
 use tenancy::core::token::{
-    AccessClaims, Audience, CachedJwks, KeyManager, KeyRecord, KeyStore, MasterKey, RotationPolicy,
-    TYP_ACCESS_TOKEN, Verifier, VerifierConfig,
+    AccessClaims, Audience, CachedJwks, KeyManager, MasterKey, RotationPolicy, TYP_ACCESS_TOKEN,
+    Verifier, VerifierConfig,
 };
 use tokio::runtime::Runtime;
 
 const ISSUER: &str = "https://id.example.com";
-
-/// The signing keys in a vector: enough for one refresh.
-#[derive(Default)]
-struct BenchKeys(Mutex<Vec<KeyRecord>>);
-
-impl BenchKeys {
-    fn with<T>(&self, f: impl FnOnce(&mut Vec<KeyRecord>) -> T) -> T {
-        f(&mut self.0.lock().expect("lock"))
-    }
-}
-
-#[async_trait]
-impl KeyStore for BenchKeys {
-    async fn keys(&self) -> tenancy::Result<Vec<KeyRecord>> {
-        Ok(self.with(|keys| keys.clone()))
-    }
-    async fn insert_key(&self, key: &KeyRecord) -> tenancy::Result<()> {
-        self.with(|keys| keys.push(key.clone()));
-        Ok(())
-    }
-    async fn activate_key(&self, kid: &str, at: DateTime<Utc>) -> tenancy::Result<()> {
-        self.with(|keys| {
-            keys.iter_mut()
-                .filter(|k| k.kid == kid)
-                .for_each(|k| k.activates_at = at);
-        });
-        Ok(())
-    }
-    async fn retire_key(
-        &self,
-        kid: &str,
-        retires_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> tenancy::Result<()> {
-        self.with(|keys| {
-            keys.iter_mut().filter(|k| k.kid == kid).for_each(|k| {
-                k.retires_at = Some(retires_at);
-                k.expires_at = Some(expires_at);
-            });
-        });
-        Ok(())
-    }
-    async fn purge_keys(&self, now: DateTime<Utc>) -> tenancy::Result<u64> {
-        self.with(|keys| {
-            let before = keys.len();
-            keys.retain(|k| k.expires_at.is_none_or(|e| e >= now));
-            Ok((before - keys.len()) as u64)
-        })
-    }
-}
 
 struct Fixture {
     rt: Runtime,
@@ -98,7 +47,7 @@ impl Fixture {
             .expect("runtime");
         let manager = Arc::new(
             KeyManager::new(
-                Arc::new(BenchKeys::default()),
+                Arc::new(MemoryStore::new()),
                 MasterKey::generate().expect("master key"),
                 RotationPolicy::default(),
                 Arc::new(SystemClock),
@@ -106,7 +55,7 @@ impl Fixture {
             .expect("key manager"),
         );
         rt.block_on(manager.refresh()).expect("refresh");
-        let now = Utc::now().timestamp();
+        let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             iss: ISSUER.into(),
             sub: UserId::new().to_string(),
