@@ -262,3 +262,76 @@ async fn postgres_metering_rls() {
     raw.close().await;
     b.finish().await;
 }
+
+/// Events and meters read from CloudEvents-shaped JSON; absent optional fields take
+/// their defaults; decimals travel as strings.
+#[test]
+fn wire_format() {
+    let tenant = TenantId::new();
+    let id = uuid::Uuid::now_v7();
+    let event: tenancy_metering::UsageEvent = serde_json::from_value(serde_json::json!({
+        "id": id,
+        "type": "llm.completion",
+        "tenant_id": tenant,
+        "time": "2026-03-10T12:00:00.123456Z",
+        "data": { "tokens": 12 }
+    }))
+    .unwrap();
+    assert_eq!((event.id, event.tenant_id), (id, tenant));
+    assert_eq!(event.event_type, "llm.completion");
+    assert_eq!((event.source.as_str(), event.subject.as_str()), ("", ""));
+    let back = serde_json::to_value(&event).unwrap();
+    assert_eq!(back["type"], "llm.completion");
+    assert!(back.get("event_type").is_none());
+
+    let meter: tenancy_metering::NewMeter = serde_json::from_value(serde_json::json!({
+        "key": "api_calls", "event_type": "api.request", "windows": ["hour", "day"]
+    }))
+    .unwrap();
+    assert_eq!(meter.aggregation, tenancy_metering::Aggregation::Count);
+    assert!(meter.value_property.is_none() && meter.group_by.is_empty());
+    let bad: Result<tenancy_metering::NewMeter, _> = serde_json::from_value(serde_json::json!({
+        "key": "k", "event_type": "e", "aggregation": "avg", "windows": ["day"]
+    }));
+    assert!(bad.is_err(), "no avg aggregation");
+
+    let limit = tenancy_metering::QuotaLimit {
+        period: tenancy_metering::QuotaPeriod::Month,
+        limit: "12.5".parse().unwrap(),
+        mode: tenancy_metering::QuotaMode::Soft,
+    };
+    assert_eq!(
+        serde_json::to_value(&limit).unwrap(),
+        serde_json::json!({ "period": "month", "limit": "12.5", "mode": "soft" })
+    );
+}
+
+/// Quota periods and windows align to UTC; months roll over the year.
+#[test]
+fn periods_and_windows_align_to_utc() {
+    use chrono::TimeZone as _;
+    use tenancy_metering::{QuotaPeriod, Window};
+    let t = chrono::Utc
+        .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
+        .unwrap();
+    let (start, end) = QuotaPeriod::Month.bounds(t);
+    assert_eq!(
+        (start.to_rfc3339(), end.to_rfc3339()),
+        (
+            "2026-12-01T00:00:00+00:00".to_owned(),
+            "2027-01-01T00:00:00+00:00".to_owned()
+        )
+    );
+    let (start, end) = QuotaPeriod::Hour.bounds(t);
+    assert_eq!(end - start, chrono::Duration::hours(1));
+    assert_eq!(
+        Window::Day.start_of(t.timestamp()),
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, 31, 0, 0, 0)
+            .unwrap()
+            .timestamp()
+    );
+    assert_eq!(Window::Minute.start_of(-1), -60, "before the epoch too");
+    assert!(Window::Hour.is_aligned(start));
+    assert!(!Window::Hour.is_aligned(t));
+}

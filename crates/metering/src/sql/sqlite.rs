@@ -103,53 +103,73 @@ async fn ingest(
         }
     }
 
+    // Unique-count sets: under the write lock, read which values are stored already,
+    // then insert only the new ones the bound leaves room for.
+    let pairs: Vec<(&CellKey, &str)> = deltas
+        .iter()
+        .flat_map(|(cell, d)| d.unique_values.iter().map(move |v| (cell, v.as_str())))
+        .collect();
+    let mut stored: HashSet<(CellTuple, String)> = HashSet::new();
+    for chunk in pairs.chunks(CELL_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT meter_key, window_size, window_start, group_key, value \
+             FROM usage_unique_values WHERE tenant_id = ",
+        );
+        q.push_bind(t);
+        q.push(" AND (meter_key, window_size, window_start, group_key, value) IN (");
+        q.push_values(chunk, |mut row, (c, v)| {
+            row.push_bind(c.meter.as_str())
+                .push_bind(c.window.as_str())
+                .push_bind(c.window_start)
+                .push_bind(c.group_key.as_str())
+                .push_bind(*v);
+        });
+        q.push(")");
+        for r in q.build().fetch_all(&mut *tx).await.map_err(db)? {
+            let key: CellTuple = (
+                r.try_get("meter_key").map_err(db)?,
+                r.try_get("window_size").map_err(db)?,
+                r.try_get("window_start").map_err(db)?,
+                r.try_get("group_key").map_err(db)?,
+            );
+            stored.insert((key, r.try_get("value").map_err(db)?));
+        }
+    }
+    let mut kept: Vec<(&CellKey, String)> = Vec::new();
     for (cell, delta) in &mut deltas {
         if delta.unique_values.is_empty() {
             continue;
         }
-        let mut fresh = Vec::new();
-        for value in &delta.unique_values {
-            let added = sqlx::query(
-                "INSERT INTO usage_unique_values \
-                 (tenant_id, meter_key, window_size, window_start, group_key, value) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .bind(t)
-            .bind(cell.meter.as_str())
-            .bind(cell.window.as_str())
-            .bind(cell.window_start)
-            .bind(cell.group_key.as_str())
-            .bind(value.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            if added > 0 {
-                fresh.push(value.as_str());
-            }
-        }
+        let key = tuple(cell);
+        let fresh: Vec<&String> = delta
+            .unique_values
+            .iter()
+            .filter(|v| !stored.contains(&(key.clone(), (*v).clone())))
+            .collect();
         let held = current
-            .get(&tuple(cell))
+            .get(&key)
             .and_then(|r| r.value.to_i64())
             .unwrap_or(0);
         let (keep, saturated) = unique_allowance(batch.unique_bound, held, fresh.len());
-        for value in fresh.iter().skip(keep) {
-            sqlx::query(
-                "DELETE FROM usage_unique_values WHERE tenant_id = $1 AND meter_key = $2 \
-                 AND window_size = $3 AND window_start = $4 AND group_key = $5 AND value = $6",
-            )
-            .bind(t)
-            .bind(cell.meter.as_str())
-            .bind(cell.window.as_str())
-            .bind(cell.window_start)
-            .bind(cell.group_key.as_str())
-            .bind(*value)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+        kept.extend(fresh.into_iter().take(keep).map(|v| (&*cell, v.clone())));
         delta.value = rust_decimal::Decimal::from(keep);
         delta.saturated = saturated;
+    }
+    for chunk in kept.chunks(CELL_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_unique_values \
+             (tenant_id, meter_key, window_size, window_start, group_key, value) ",
+        );
+        q.push_values(chunk, |mut row, (c, v)| {
+            row.push_bind(t)
+                .push_bind(c.meter.as_str())
+                .push_bind(c.window.as_str())
+                .push_bind(c.window_start)
+                .push_bind(c.group_key.as_str())
+                .push_bind(v.as_str());
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        q.build().execute(&mut *tx).await.map_err(db)?;
     }
 
     let mut merged = Vec::with_capacity(deltas.len());
