@@ -326,6 +326,22 @@ pub struct UsageEvent {
     pub data: serde_json::Value,
 }
 
+impl From<tenancy_core::events::Event> for UsageEvent {
+    /// The usage carried by a bus event (e.g. one consumed from `usage.events`): the
+    /// envelope's id stays the idempotency key.
+    fn from(event: tenancy_core::events::Event) -> Self {
+        Self {
+            id: event.id().as_uuid(),
+            tenant_id: event.tenant_id(),
+            event_type: event.event_type().to_owned(),
+            source: event.source().to_owned(),
+            subject: event.subject().to_owned(),
+            time: event.time(),
+            data: event.into_data(),
+        }
+    }
+}
+
 /// A meter to create: which events it reads, how it aggregates them and which rollups
 /// it keeps.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -284,6 +284,24 @@ fn wire_format() {
     assert_eq!(back["type"], "llm.completion");
     assert!(back.get("event_type").is_none());
 
+    // A bus event becomes the same usage event, its id still the idempotency key.
+    let bus = tenancy_core::events::Event::new(
+        tenant,
+        "llm.completion",
+        "gateway",
+        "key-1",
+        serde_json::json!({ "tokens": 12 }),
+    )
+    .unwrap();
+    let usage = tenancy_metering::UsageEvent::from(bus.clone());
+    assert_eq!(usage.id, bus.id().as_uuid());
+    assert_eq!(usage.tenant_id, tenant);
+    assert_eq!(
+        (usage.source.as_str(), usage.subject.as_str()),
+        ("gateway", "key-1")
+    );
+    assert_eq!((usage.time, &usage.data), (bus.time(), bus.data()));
+
     let meter: tenancy_metering::NewMeter = serde_json::from_value(serde_json::json!({
         "key": "api_calls", "event_type": "api.request", "windows": ["hour", "day"]
     }))
