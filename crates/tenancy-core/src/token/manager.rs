@@ -361,11 +361,11 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::clock::ManualClock;
-    use crate::token::fixtures::VecKeyStore;
+    use crate::memory::MemoryStore;
 
     struct Fixture {
         clock: Arc<ManualClock>,
-        store: Arc<VecKeyStore>,
+        store: Arc<MemoryStore>,
         master: MasterKey,
         manager: KeyManager,
     }
@@ -376,7 +376,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let clock = Arc::new(ManualClock::new(start()));
-        let store = Arc::new(VecKeyStore::default());
+        let store = Arc::new(MemoryStore::new());
         let master = MasterKey::generate().unwrap();
         let manager = KeyManager::new(
             store.clone(),
@@ -412,9 +412,11 @@ mod tests {
                 .collect()
         }
 
-        fn record(&self, kid: &str) -> KeyRecord {
+        async fn record(&self, kid: &str) -> KeyRecord {
             self.store
-                .snapshot()
+                .keys()
+                .await
+                .unwrap()
                 .into_iter()
                 .find(|k| k.kid == kid)
                 .unwrap()
@@ -443,10 +445,10 @@ mod tests {
     async fn first_refresh_creates_a_signing_key_and_publishes_the_next_one() {
         let f = fixture();
         f.manager.refresh().await.unwrap();
-        let keys = f.store.snapshot();
+        let keys = f.store.keys().await.unwrap();
         assert_eq!(keys.len(), 2);
         let current = f.signing_kid();
-        let first = f.record(&current);
+        let first = f.record(&current).await;
         assert_eq!(first.activates_at, start());
         let next = keys.iter().find(|k| k.kid != current).unwrap();
         assert_eq!(next.created_at, start());
@@ -464,7 +466,7 @@ mod tests {
 
         // Refreshing again changes nothing.
         f.manager.refresh().await.unwrap();
-        assert_eq!(f.store.snapshot(), keys);
+        assert_eq!(f.store.keys().await.unwrap(), keys);
         assert_eq!(f.signing_kid(), current);
     }
 
@@ -487,12 +489,14 @@ mod tests {
 
         f.manager.refresh().await.unwrap();
         let now = f.clock.now();
-        let old = f.record(&first);
+        let old = f.record(&first).await;
         assert_eq!(old.retires_at, Some(now));
         assert_eq!(old.expires_at, Some(now + Duration::hours(1)));
         let third: Vec<_> = f
             .store
-            .snapshot()
+            .keys()
+            .await
+            .unwrap()
             .into_iter()
             .filter(|k| k.kid != first && k.kid != second)
             .collect();
@@ -505,7 +509,10 @@ mod tests {
 
         f.clock.advance(Duration::hours(1) + Duration::seconds(1));
         f.manager.refresh().await.unwrap();
-        assert!(f.store.snapshot().iter().all(|k| k.kid != first), "purged");
+        assert!(
+            f.store.keys().await.unwrap().iter().all(|k| k.kid != first),
+            "purged"
+        );
         assert_eq!(f.published(), [second.clone(), third[0].kid.clone()]);
         assert_eq!(f.signing_kid(), second);
     }
@@ -521,11 +528,13 @@ mod tests {
         f.manager.rotate_now().await.unwrap();
         let now = f.clock.now();
         assert_eq!(f.signing_kid(), next);
-        assert_eq!(f.record(&next).activates_at, now);
-        assert_eq!(f.record(&first).retires_at, Some(now));
+        assert_eq!(f.record(&next).await.activates_at, now);
+        assert_eq!(f.record(&first).await.retires_at, Some(now));
         let newest = f
             .store
-            .snapshot()
+            .keys()
+            .await
+            .unwrap()
             .into_iter()
             .find(|k| k.kid != first && k.kid != next)
             .unwrap();
@@ -550,7 +559,7 @@ mod tests {
         other.refresh().await.unwrap();
         let kid = f.signing_kid();
         assert_eq!(other.ring().signing_key(f.clock.now()).unwrap().kid(), kid);
-        let keys = f.store.snapshot();
+        let keys = f.store.keys().await.unwrap();
         assert_eq!(keys.len(), 3, "two first keys and one next key");
         assert_eq!(keys.iter().filter(|k| k.retires_at.is_some()).count(), 1);
 
@@ -564,7 +573,7 @@ mod tests {
         .unwrap();
         f.store.insert_key(&extra).await.unwrap();
         other.refresh().await.unwrap();
-        assert_eq!(f.store.snapshot().len(), 4);
+        assert_eq!(f.store.keys().await.unwrap().len(), 4);
         assert_eq!(other.ring().signing_key(f.clock.now()).unwrap().kid(), kid);
     }
 

@@ -9,8 +9,6 @@
 //!   [`KeyManager`], or `HttpJwks` with feature `jwks-http`) through a [`CachedJwks`].
 
 mod claims;
-#[cfg(test)]
-mod fixtures;
 #[cfg(feature = "jwks-http")]
 mod http;
 mod jwks;

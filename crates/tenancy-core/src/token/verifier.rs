@@ -594,8 +594,8 @@ mod tests {
     use crate::ErrorKind;
     use crate::clock::ManualClock;
     use crate::ids::{ClientId, GrantId};
+    use crate::memory::MemoryStore;
     use crate::token::claims::IdTokenClaims;
-    use crate::token::fixtures::VecKeyStore;
     use crate::token::manager::{RotationPolicy, TYP_ACCESS_TOKEN, TYP_ID_TOKEN};
     use crate::token::master::MasterKey;
 
@@ -632,7 +632,7 @@ mod tests {
         };
         let manager = Arc::new(
             KeyManager::new(
-                Arc::new(VecKeyStore::default()),
+                Arc::new(MemoryStore::new()),
                 MasterKey::generate().unwrap(),
                 policy,
                 clock.clone(),
