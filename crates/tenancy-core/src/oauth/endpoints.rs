@@ -61,15 +61,10 @@ impl Provider {
         {
             return Err(OAuthError::invalid_token("the access token was revoked"));
         }
-        if let Some(gid) = claims.gid {
-            match self.store.grant(claims.tenant_id, gid).await {
-                Ok(g) if g.revoked_at.is_none() => {}
-                Ok(_) => return Err(OAuthError::invalid_token("the access token was revoked")),
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(OAuthError::invalid_token("the access token was revoked"));
-                }
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(gid) = claims.gid
+            && self.live_grant(claims.tenant_id, gid).await?.is_none()
+        {
+            return Err(OAuthError::invalid_token("the access token was revoked"));
         }
         Ok(claims)
     }
@@ -124,11 +119,8 @@ impl Provider {
         if token.used_at.is_some() || token.expires_at <= self.now() {
             return Ok(Introspection::inactive());
         }
-        let grant = match self.store.grant(tenant, token.grant_id).await {
-            Ok(g) if g.revoked_at.is_none() => g,
-            Ok(_) => return Ok(Introspection::inactive()),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Introspection::inactive()),
-            Err(e) => return Err(e.into()),
+        let Some(grant) = self.live_grant(tenant, token.grant_id).await? else {
+            return Ok(Introspection::inactive());
         };
         let mut claims = Map::new();
         claims.insert("token_type".into(), json!("refresh_token"));
@@ -175,11 +167,7 @@ impl Provider {
             .revoke_access_token(claims.tenant_id, &claims.jti, expires)
             .await?;
         if let Some(gid) = claims.gid {
-            match self.store.revoke_grant(claims.tenant_id, gid, now).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.revoke_grant_if_any(claims.tenant_id, gid).await?;
         }
         Ok(())
     }

@@ -127,15 +127,7 @@ impl Provider {
             CodeRedemption::Redeemed(record) => record,
             CodeRedemption::AlreadyRedeemed(record) => {
                 // RFC 6749 §4.1.2: a reused code revokes what it issued.
-                match self
-                    .store
-                    .revoke_grant(tenant, record.grant_id, self.now())
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+                self.revoke_grant_if_any(tenant, record.grant_id).await?;
                 return Err(OAuthError::invalid_grant(
                     "the code was already used: the tokens issued for it are revoked",
                 ));
@@ -267,10 +259,10 @@ impl Provider {
         if current.expires_at <= now {
             return Err(invalid());
         }
-        let grant = self.store.grant(tenant, current.grant_id).await?;
-        if grant.revoked_at.is_some() {
-            return Err(invalid());
-        }
+        let grant = self
+            .live_grant(tenant, current.grant_id)
+            .await?
+            .ok_or_else(invalid)?;
         let scope = match request.scope.as_deref() {
             Some(s) => {
                 let asked =

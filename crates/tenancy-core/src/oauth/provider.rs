@@ -13,12 +13,12 @@ use serde::de::DeserializeOwned;
 
 use super::config::ProviderConfig;
 use super::error::{OAuthError, OAuthResult};
-use super::model::Client;
+use super::model::{Client, Grant};
 use super::store::{OAuthStore, RateDecision, RateLimiter, SessionStore};
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::identity::{Identity, SecretToken, TokenHash};
-use crate::ids::{ClientId, TenantId};
+use crate::ids::{ClientId, GrantId, TenantId};
 use crate::token::{
     Algorithm, CachedJwks, JwksSource, KeyManager, MasterKey, Verifier, VerifierConfig,
 };
@@ -219,6 +219,27 @@ impl Provider {
     pub(super) fn forget_client(&self, id: ClientId) {
         if let Ok(mut cache) = self.clients.write() {
             cache.remove(&id);
+        }
+    }
+
+    // ----- grants -----
+
+    /// The grant, if it exists and was not revoked.
+    pub(super) async fn live_grant(&self, tenant: TenantId, id: GrantId) -> Result<Option<Grant>> {
+        match self.store.grant(tenant, id).await {
+            Ok(grant) if grant.revoked_at.is_none() => Ok(Some(grant)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revokes a grant now; one that was never stored (its code was not exchanged) has
+    /// nothing to revoke.
+    pub(super) async fn revoke_grant_if_any(&self, tenant: TenantId, id: GrantId) -> Result<()> {
+        match self.store.revoke_grant(tenant, id, self.now()).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            other => other,
         }
     }
 
