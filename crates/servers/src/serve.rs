@@ -188,9 +188,15 @@ pub fn master_key(settings: &Settings) -> Result<MasterKey, Error> {
 /// rotated as due).
 pub async fn key_manager(settings: &Settings) -> Result<Arc<KeyManager>, Error> {
     let stores = store::open_stores(&settings.database_url).await?;
+    load_keys(&stores, master_key(settings)?).await
+}
+
+/// The signing keys in `stores`, sealed under `master`, refreshed once (a first key is
+/// created, rotations due are applied).
+async fn load_keys(stores: &store::Stores, master: MasterKey) -> Result<Arc<KeyManager>, Error> {
     let keys = Arc::new(KeyManager::new(
-        stores.keys,
-        master_key(settings)?,
+        stores.keys.clone(),
+        master,
         RotationPolicy::default(),
         Arc::new(SystemClock),
     )?);
@@ -207,13 +213,7 @@ pub async fn gateway_state(
     admin: AdminAuth,
 ) -> Result<GatewayState, Error> {
     let master = master_key(settings)?;
-    let keys = Arc::new(KeyManager::new(
-        stores.keys.clone(),
-        master.clone(),
-        RotationPolicy::default(),
-        Arc::new(SystemClock),
-    )?);
-    keys.refresh().await?;
+    let keys = load_keys(stores, master.clone()).await?;
     let (sessions, limiter) =
         store::session_backends(stores, settings.redis_url.as_deref()).await?;
     let provider = Provider::new(ProviderParts {

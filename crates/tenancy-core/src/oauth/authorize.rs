@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::Duration as ChronoDuration;
 use serde::{Deserialize, Serialize};
 
 use super::error::{OAuthError, OAuthErrorCode};
@@ -704,9 +704,4 @@ pub(super) fn with_query(uri: &str, params: &[(&str, String)]) -> String {
 
 pub(super) fn to_chrono(d: std::time::Duration) -> ChronoDuration {
     ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
-}
-
-/// Unix seconds of a time.
-pub(super) fn unix(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
 }

@@ -127,10 +127,7 @@ impl Provider {
         expected_version: i64,
         registration: ClientRegistration,
     ) -> Result<Client> {
-        let current = self.client_in(scope, id).await?;
-        if current.version != expected_version {
-            return Err(Error::stale("client", id, expected_version));
-        }
+        let current = self.client_at(scope, id, expected_version).await?;
         if registration.tenant_id != current.tenant_id {
             return Err(Error::invalid(
                 "tenant_id",
@@ -168,10 +165,7 @@ impl Provider {
         id: ClientId,
         expected_version: i64,
     ) -> Result<(Client, ClientSecret)> {
-        let mut client = self.client_in(scope, id).await?;
-        if client.version != expected_version {
-            return Err(Error::stale("client", id, expected_version));
-        }
+        let mut client = self.client_at(scope, id, expected_version).await?;
         if client.kind == ClientKind::Public || client.auth_method == AuthMethod::PrivateKeyJwt {
             return Err(Error::invalid(
                 "auth_method",
@@ -199,6 +193,21 @@ impl Provider {
         let client = self.store.client(id).await?;
         if client.tenant_id != scope.tenant() {
             return Err(Error::not_found("client", id));
+        }
+        Ok(client)
+    }
+
+    /// The client of `scope`, if `expected_version` is still its version (`Conflict`
+    /// otherwise).
+    async fn client_at(
+        &self,
+        scope: ClientScope,
+        id: ClientId,
+        expected_version: i64,
+    ) -> Result<Client> {
+        let client = self.client_in(scope, id).await?;
+        if client.version != expected_version {
+            return Err(Error::stale("client", id, expected_version));
         }
         Ok(client)
     }

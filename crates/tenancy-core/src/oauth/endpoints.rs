@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::authorize::{unix, with_query};
+use super::authorize::with_query;
 use super::clients::ClientAuthentication;
 use super::error::{OAuthError, OAuthResult};
 use super::model::Client;
@@ -130,8 +130,8 @@ impl Provider {
             claims.insert("sub".into(), json!(user.to_string()));
         }
         claims.insert("tenant_id".into(), json!(tenant.to_string()));
-        claims.insert("exp".into(), json!(unix(token.expires_at)));
-        claims.insert("iat".into(), json!(unix(token.issued_at)));
+        claims.insert("exp".into(), json!(token.expires_at.timestamp()));
+        claims.insert("iat".into(), json!(token.issued_at.timestamp()));
         claims.insert("iss".into(), json!(self.config.issuer));
         Ok(Introspection {
             active: true,

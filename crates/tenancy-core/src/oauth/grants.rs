@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::authorize::{to_chrono, unix};
+use super::authorize::to_chrono;
 use super::clients::ClientAuthentication;
 use super::error::{OAuthError, OAuthErrorCode, OAuthResult};
 use super::model::{
@@ -346,8 +346,8 @@ impl Provider {
             iss: self.config.issuer.clone(),
             sub: subject.clone(),
             aud: audience.into(),
-            exp: unix(now + to_chrono(ttl)),
-            iat: unix(now),
+            exp: (now + to_chrono(ttl)).timestamp(),
+            iat: now.timestamp(),
             nbf: None,
             jti: uuid::Uuid::now_v7().to_string(),
             scope: issue.scope.to_string(),
@@ -405,9 +405,9 @@ impl Provider {
             iss: self.config.issuer.clone(),
             sub: user.to_string(),
             aud: issue.client.id.to_string().into(),
-            exp: unix(now + to_chrono(self.config.id_token_ttl)),
-            iat: unix(now),
-            auth_time: issue.auth_time.map_or_else(|| unix(now), unix),
+            exp: (now + to_chrono(self.config.id_token_ttl)).timestamp(),
+            iat: now.timestamp(),
+            auth_time: issue.auth_time.unwrap_or(now).timestamp(),
             nonce: issue.nonce.clone(),
             at_hash: Some(at_hash(access_token, self.keys.policy().algorithm)),
             azp: Some(issue.client.id.to_string()),
