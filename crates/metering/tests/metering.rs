@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use sqlx::postgres::PgPoolOptions;
 use tenancy_core::TenantId;
-use tenancy_core::conformance::{PgTestDatabase, backend_url};
-use tenancy_core::postgres::PgStore;
-use tenancy_core::sqlite::SqliteStore;
+use tenancy_core::conformance::{PgTestDatabase, backend_url, sqlite_test_store};
 use tenancy_metering::conformance;
 use tenancy_metering::memory::MemoryMeteringStore;
 use tenancy_metering::sql::{migrate_postgres, migrate_sqlite};
@@ -53,15 +51,7 @@ async fn memory() -> Option<Backend> {
 
 async fn sqlite() -> Option<Backend> {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("metering.db").display()
-    ))
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    migrate_sqlite(&store).await.unwrap();
-    migrate_sqlite(&store).await.unwrap();
+    let store = sqlite_test_store(dir.path(), "metering.db", migrate_sqlite).await;
     Some(Backend {
         store: Arc::new(store),
         _dir: Some(dir),
@@ -73,16 +63,7 @@ async fn sqlite() -> Option<Backend> {
 /// role that owns nothing and cannot bypass row-level security.
 async fn postgres() -> Option<Backend> {
     let db = PgTestDatabase::create().await?;
-    let owner = PgStore::connect_with(db.owner_options()).await.unwrap();
-    owner.migrate().await.unwrap();
-    migrate_postgres(&owner).await.unwrap();
-    owner
-        .grant_app_role(PgTestDatabase::APP_ROLE)
-        .await
-        .unwrap();
-    owner.pool().close().await;
-    let app = PgStore::connect_with(db.app_options()).await.unwrap();
-    migrate_postgres(&app).await.unwrap(); // applied already: a read, no DDL rights needed
+    let app = db.app_store(migrate_postgres).await;
     Some(Backend {
         store: Arc::new(app),
         _dir: None,

@@ -1095,6 +1095,23 @@ pub struct PgTestDatabase {
     name: String,
 }
 
+/// A SQLite store in a file `name` under `dir` with the identity migrations and then
+/// `domain`'s applied (twice, to show they are idempotent): what a domain crate's tests
+/// run their suite on.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite_test_store(
+    dir: &std::path::Path,
+    name: &str,
+    domain: impl AsyncFn(&crate::sqlite::SqliteStore) -> crate::error::Result<()>,
+) -> crate::sqlite::SqliteStore {
+    let url = format!("sqlite://{}", dir.join(name).display());
+    let store = crate::sqlite::SqliteStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    domain(&store).await.unwrap();
+    domain(&store).await.unwrap();
+    store
+}
+
 #[cfg(feature = "postgres")]
 impl PgTestDatabase {
     /// The application role the tests connect as.
@@ -1152,6 +1169,26 @@ impl PgTestDatabase {
     #[must_use]
     pub fn app_options(&self) -> sqlx::postgres::PgConnectOptions {
         self.owner_options().username(Self::APP_ROLE).password("")
+    }
+
+    /// The store a domain crate's tests use: the owner applies the identity migrations
+    /// and then `domain`'s, grants [`PgTestDatabase::APP_ROLE`] its rights and
+    /// disconnects; the store returned is connected as that role (which owns nothing and
+    /// cannot bypass row-level security), and `domain` is run once more through it to
+    /// show an applied migration needs no DDL rights.
+    pub async fn app_store(
+        &self,
+        domain: impl AsyncFn(&crate::postgres::PgStore) -> crate::error::Result<()>,
+    ) -> crate::postgres::PgStore {
+        use crate::postgres::PgStore;
+        let owner = PgStore::connect_with(self.owner_options()).await.unwrap();
+        owner.migrate().await.unwrap();
+        domain(&owner).await.unwrap();
+        owner.grant_app_role(Self::APP_ROLE).await.unwrap();
+        owner.pool().close().await;
+        let app = PgStore::connect_with(self.app_options()).await.unwrap();
+        domain(&app).await.unwrap();
+        app
     }
 
     /// Drops the database, closing its connections.
