@@ -10,6 +10,8 @@
 //! | `--identity-addr` | `TENANCY_IDENTITY_ADDR` | `identity_addr` | `127.0.0.1:50051` |
 //! | `--policy-addr` | `TENANCY_POLICY_ADDR` | `policy_addr` | `127.0.0.1:50052` |
 //! | `--gateway-addr` | `TENANCY_GATEWAY_ADDR` | `gateway_addr` | `127.0.0.1:3000` |
+//! | `--usage-addr` | `TENANCY_USAGE_ADDR` | `usage_addr` | `127.0.0.1:8080` |
+//! | `--kafka-brokers` | `TENANCY_KAFKA_BROKERS` | `kafka_brokers` | none: no Kafka consumer |
 //! | `--issuer` | `TENANCY_ISSUER` | `issuer` | `http://<gateway-addr>` |
 //! | `--master-key` | `TENANCY_MASTER_KEY` | `master_key` | none: required by the gateway |
 //! | `--redis-url` | `TENANCY_REDIS_URL` | `redis_url` | none: sessions in the database, rate limits in memory |
@@ -38,6 +40,9 @@ pub const DEFAULT_IDENTITY_ADDR: SocketAddr =
 pub const DEFAULT_POLICY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
 /// Where the auth gateway (HTTP) listens unless configured otherwise.
 pub const DEFAULT_GATEWAY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3000);
+
+/// Where the usage service (HTTP) listens unless configured otherwise.
+pub const DEFAULT_USAGE_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
 /// `tenancy`: the tenancy reference servers.
 #[derive(Debug, Parser)]
@@ -91,6 +96,25 @@ pub struct Options {
         global = true
     )]
     pub gateway_addr: Option<SocketAddr>,
+
+    /// Address of the usage service (HTTP) [default: 127.0.0.1:8080]
+    #[arg(
+        long,
+        env = "TENANCY_USAGE_ADDR",
+        value_name = "IP:PORT",
+        global = true
+    )]
+    pub usage_addr: Option<SocketAddr>,
+
+    /// Kafka bootstrap brokers (`host:port,...`): the usage service consumes
+    /// `usage.events` from them; without it there is no Kafka consumer
+    #[arg(
+        long,
+        env = "TENANCY_KAFKA_BROKERS",
+        value_name = "HOSTS",
+        global = true
+    )]
+    pub kafka_brokers: Option<String>,
 
     /// The OAuth issuer URL the gateway is reached at [default: http://<gateway-addr>]
     #[arg(long, env = "TENANCY_ISSUER", value_name = "URL", global = true)]
@@ -192,11 +216,13 @@ pub enum ServiceName {
     Policy,
     /// The auth gateway: OAuth2 / OpenID Connect provider over HTTP
     Gateway,
+    /// The usage service: metering over HTTP, and the Kafka consumer of `usage.events`
+    Usage,
 }
 
 impl ServiceName {
     /// Every service, in start-up order.
-    pub const ALL: &'static [Self] = &[Self::Identity, Self::Policy, Self::Gateway];
+    pub const ALL: &'static [Self] = &[Self::Identity, Self::Policy, Self::Gateway, Self::Usage];
 
     /// The name of the service, as `tenancy serve` takes it.
     #[must_use]
@@ -205,6 +231,7 @@ impl ServiceName {
             Self::Identity => "identity",
             Self::Policy => "policy",
             Self::Gateway => "gateway",
+            Self::Usage => "usage",
         }
     }
 
@@ -245,6 +272,10 @@ pub struct FileConfig {
     pub policy_addr: Option<SocketAddr>,
     /// See [`Settings::gateway_addr`].
     pub gateway_addr: Option<SocketAddr>,
+    /// See [`Settings::usage_addr`].
+    pub usage_addr: Option<SocketAddr>,
+    /// See [`Settings::kafka_brokers`].
+    pub kafka_brokers: Option<String>,
     /// See [`Settings::issuer`].
     pub issuer: Option<String>,
     /// See [`Settings::master_key`].
@@ -289,6 +320,10 @@ pub struct Settings {
     pub policy_addr: SocketAddr,
     /// Where the auth gateway listens.
     pub gateway_addr: SocketAddr,
+    /// Where the usage service listens.
+    pub usage_addr: SocketAddr,
+    /// The Kafka brokers the usage service consumes `usage.events` from.
+    pub kafka_brokers: Option<String>,
     /// The OAuth issuer URL.
     pub issuer: String,
     /// The master key (base64 of 32 bytes).
@@ -310,6 +345,8 @@ impl std::fmt::Debug for Settings {
             .field("identity_addr", &self.identity_addr)
             .field("policy_addr", &self.policy_addr)
             .field("gateway_addr", &self.gateway_addr)
+            .field("usage_addr", &self.usage_addr)
+            .field("kafka_brokers", &self.kafka_brokers)
             .field("issuer", &self.issuer)
             .field(
                 "master_key",
@@ -359,6 +396,11 @@ impl Settings {
                 .or(file.policy_addr)
                 .unwrap_or(DEFAULT_POLICY_ADDR),
             gateway_addr,
+            usage_addr: options
+                .usage_addr
+                .or(file.usage_addr)
+                .unwrap_or(DEFAULT_USAGE_ADDR),
+            kafka_brokers: options.kafka_brokers.clone().or(file.kafka_brokers),
             issuer: options
                 .issuer
                 .clone()
@@ -379,6 +421,8 @@ impl Settings {
             identity_addr: Some(self.identity_addr),
             policy_addr: Some(self.policy_addr),
             gateway_addr: Some(self.gateway_addr),
+            usage_addr: Some(self.usage_addr),
+            kafka_brokers: self.kafka_brokers.clone(),
             issuer: Some(self.issuer.clone()),
             master_key: self.master_key.as_ref().map(|_| "<redacted>".to_owned()),
             redis_url: self.redis_url.clone(),
@@ -429,6 +473,8 @@ mod tests {
         assert_eq!(settings.issuer, "http://127.0.0.1:3000");
         assert_eq!(settings.master_key, None);
         assert_eq!(settings.redis_url, None);
+        assert_eq!(settings.usage_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.kafka_brokers, None);
     }
 
     #[test]
@@ -519,7 +565,8 @@ mod tests {
             [
                 ServiceName::Identity,
                 ServiceName::Policy,
-                ServiceName::Gateway
+                ServiceName::Gateway,
+                ServiceName::Usage
             ]
         );
         let Command::Serve(args) = parse(&["serve", "identity", "identity"]).command else {

@@ -13,11 +13,13 @@
 //! `INVALID_ARGUMENT` naming the field), call one library method and map the result;
 //! library errors become gRPC statuses in one place, [`status`].
 
+pub mod api_docs;
 pub mod auth;
 pub mod config;
 mod convert;
 mod error;
 pub mod gateway;
+pub mod http;
 pub mod identity;
 pub mod limit;
 pub mod policy;
@@ -25,8 +27,10 @@ pub mod proto;
 pub mod serve;
 pub mod status;
 pub mod store;
+pub mod usage;
 
 pub use auth::AdminAuth;
 pub use error::Error;
 pub use gateway::run_gateway;
 pub use serve::{run_identity, run_policy};
+pub use usage::run_usage;

@@ -11,6 +11,7 @@ use tenancy_core::clock::SystemClock;
 use tenancy_core::identity::Identity;
 use tenancy_core::oauth::{Provider, ProviderConfig, ProviderParts};
 use tenancy_core::token::{KeyManager, MasterKey, RotationPolicy};
+use tenancy_metering::{Metering, RedisQuotaCounter, TenantDirectory};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,6 +24,7 @@ use crate::gateway::{GatewayState, run_gateway};
 use crate::identity::{IdentityGrpc, SERVICE_NAME as IDENTITY_SERVICE_NAME};
 use crate::policy::{PolicyGrpc, SERVICE_NAME as POLICY_SERVICE_NAME};
 use crate::proto::identity::v1::identity_service_server::IdentityServiceServer;
+use crate::usage::{UsageState, run_usage};
 use crate::{AdminAuth, Error, proto, store};
 
 /// Serves the identity gRPC API on `listener` until `shutdown` completes, then stops
@@ -233,6 +235,23 @@ pub async fn gateway_state(
     })
 }
 
+/// The metering service of a deployment: over the metering store of `stores`, with
+/// unknown (or deleted) tenants' events rejected through `identity`, and quota
+/// counters in Redis when `settings.redis_url` is set (shared by every usage process).
+pub async fn metering(
+    settings: &Settings,
+    stores: &store::Stores,
+    identity: &Identity,
+) -> Result<Metering, Error> {
+    let mut metering = Metering::new(stores.metering.clone())
+        .with_tenants(Arc::new(identity.clone()) as Arc<dyn TenantDirectory>);
+    if let Some(url) = &settings.redis_url {
+        metering = metering
+            .with_quota_counter(Arc::new(RedisQuotaCounter::connect(url, "tenancy").await?));
+    }
+    Ok(metering)
+}
+
 /// Runs `services` (all of them when empty) as configured by `settings` until
 /// `shutdown` completes or one of them fails; then stops the others gracefully.
 ///
@@ -261,6 +280,15 @@ pub async fn serve(
         None
     };
 
+    let usage = if services.contains(&ServiceName::Usage) {
+        Some(UsageState {
+            metering: metering(settings, &stores, &identity).await?,
+            admin: auth.clone(),
+        })
+    } else {
+        None
+    };
+
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::with_capacity(services.len());
@@ -269,6 +297,7 @@ pub async fn serve(
             ServiceName::Identity => settings.identity_addr,
             ServiceName::Policy => settings.policy_addr,
             ServiceName::Gateway => settings.gateway_addr,
+            ServiceName::Usage => settings.usage_addr,
         };
         listeners.push((*service, bind(addr).await?));
     }
@@ -294,6 +323,11 @@ pub async fn serve(
             ServiceName::Gateway => {
                 if let Some(gateway) = &gateway {
                     tasks.spawn(run_gateway(listener, gateway.clone(), shutdown));
+                }
+            }
+            ServiceName::Usage => {
+                if let Some(usage) = &usage {
+                    tasks.spawn(run_usage(listener, usage.clone(), shutdown));
                 }
             }
         }

@@ -13,6 +13,9 @@ use tenancy_core::postgres::PgStore;
 use tenancy_core::redis_store::{RedisRateLimiter, RedisSessionStore};
 use tenancy_core::sqlite::SqliteStore;
 use tenancy_core::token::KeyStore;
+use tenancy_metering::MeteringStore;
+use tenancy_metering::memory::MemoryMeteringStore;
+use tenancy_metering::sql as metering_sql;
 
 use crate::Error;
 
@@ -55,6 +58,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// The gateway's signing keys.
     pub keys: Arc<dyn KeyStore>,
+    /// Meters, usage events, rollups, quotas.
+    pub metering: Arc<dyn MeteringStore>,
 }
 
 /// Where login sessions and rate limits live: Redis when `redis_url` is set (shared by
@@ -80,9 +85,9 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
     let stores = match Backend::of(url)? {
         Backend::Sqlite => {
             let store = Arc::new(SqliteStore::connect(url).await?);
-            store.migrate().await?;
-            migrate_sqlite(&store).await?;
+            migrate_sqlite_all(&store).await?;
             Stores {
+                metering: store.clone(),
                 identity: store.clone(),
                 oauth: store.clone(),
                 sessions: store.clone(),
@@ -92,9 +97,9 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
         }
         Backend::Postgres => {
             let store = Arc::new(PgStore::connect(url).await?);
-            store.migrate().await?;
-            migrate_postgres(&store).await?;
+            migrate_postgres_all(&store).await?;
             Stores {
+                metering: store.clone(),
                 identity: store.clone(),
                 oauth: store.clone(),
                 sessions: store.clone(),
@@ -110,10 +115,28 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
                 sessions: store.clone(),
                 keys: store,
                 policies: Arc::new(MemoryPolicyStore::new()),
+                metering: Arc::new(MemoryMeteringStore::new()),
             }
         }
     };
     Ok(stores)
+}
+
+/// Every domain's migrations on a SQLite database: identity and OAuth (core), then
+/// policies, then metering.
+async fn migrate_sqlite_all(store: &SqliteStore) -> Result<(), Error> {
+    store.migrate().await?;
+    migrate_sqlite(store).await?;
+    metering_sql::migrate_sqlite(store).await?;
+    Ok(())
+}
+
+/// Every domain's migrations on a PostgreSQL database (see [`migrate_sqlite_all`]).
+async fn migrate_postgres_all(store: &PgStore) -> Result<(), Error> {
+    store.migrate().await?;
+    migrate_postgres(store).await?;
+    metering_sql::migrate_postgres(store).await?;
+    Ok(())
 }
 
 /// Applies the migrations of the database `url` names and, for PostgreSQL, grants the
@@ -128,13 +151,11 @@ pub async fn migrate(url: &str, grant_to: Option<&str>) -> Result<Backend, Error
     match backend {
         Backend::Sqlite => {
             let store = SqliteStore::connect(url).await?;
-            store.migrate().await?;
-            migrate_sqlite(&store).await?;
+            migrate_sqlite_all(&store).await?;
         }
         Backend::Postgres => {
             let store = PgStore::connect(url).await?;
-            store.migrate().await?;
-            migrate_postgres(&store).await?;
+            migrate_postgres_all(&store).await?;
             if let Some(role) = grant_to {
                 store.grant_app_role(role).await?;
             }

@@ -23,3 +23,5 @@ mod gateway_support;
 mod identity;
 #[path = "servers/policy.rs"]
 mod policy;
+#[path = "servers/usage.rs"]
+mod usage;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -25,8 +25,9 @@ use tenancy_core::page::PageRequest;
 use tenancy_core::{ClientId, Error, TenantId};
 
 use super::GatewayState;
-use super::errors::{api_error, no_store};
-use super::handlers::parse_form;
+use crate::http::{
+    Admin, expected_version, json_body, json_response, no_store, parse_query, respond,
+};
 
 pub(super) fn router() -> Router<GatewayState> {
     Router::new()
@@ -55,31 +56,8 @@ fn view(client: &Client) -> Value {
     })
 }
 
-/// Proof that the request carries the admin token: every admin handler takes it, so
-/// none can forget the check.
-struct Admin;
-
-impl axum::extract::FromRequestParts<GatewayState> for Admin {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &GatewayState,
-    ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        state
-            .admin
-            .check_authorization(value)
-            .map(|()| Admin)
-            .map_err(|e| api_error(&e))
-    }
-}
-
 fn query(raw: Option<String>) -> Result<HashMap<String, String>, Error> {
-    parse_form(raw.unwrap_or_default().as_bytes()).map_err(|e| Error::invalid("query", e))
+    parse_query(raw.as_deref())
 }
 
 fn scope_of(q: &HashMap<String, String>) -> Result<ClientScope, Error> {
@@ -89,28 +67,16 @@ fn scope_of(q: &HashMap<String, String>) -> Result<ClientScope, Error> {
     }
 }
 
-fn version_of(q: &HashMap<String, String>) -> Result<i64, Error> {
-    q.get("expected_version")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::invalid("expected_version", "is required: the version you read"))
-}
-
 fn client_id(id: &str) -> Result<ClientId, Error> {
     ClientId::parse_field("id", id)
 }
 
 fn registration(body: &[u8]) -> Result<ClientRegistration, Error> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::invalid("body", format!("not a valid client registration: {e}")))
-}
-
-/// A handler's answer: its response, or its error as JSON.
-fn respond(result: Result<Response, Error>) -> Response {
-    result.unwrap_or_else(|e| api_error(&e))
+    json_body(body, "client registration")
 }
 
 fn ok(status: StatusCode, body: Value) -> Response {
-    (status, no_store(), axum::Json(body)).into_response()
+    json_response(status, body)
 }
 
 async fn create(State(state): State<GatewayState>, _: Admin, body: Bytes) -> Response {
@@ -169,7 +135,7 @@ async fn update(
 ) -> Response {
     let result = async {
         let q = query(raw)?;
-        let (scope, version, id) = (scope_of(&q)?, version_of(&q)?, client_id(&id)?);
+        let (scope, version, id) = (scope_of(&q)?, expected_version(&q)?, client_id(&id)?);
         let registration = registration(&body)?;
         let client = state
             .provider
@@ -204,7 +170,7 @@ async fn rotate_secret(
 ) -> Response {
     let result = async {
         let q = query(raw)?;
-        let (scope, version, id) = (scope_of(&q)?, version_of(&q)?, client_id(&id)?);
+        let (scope, version, id) = (scope_of(&q)?, expected_version(&q)?, client_id(&id)?);
         let (client, secret) = state
             .provider
             .rotate_client_secret(scope, id, version)

@@ -1,17 +1,7 @@
 //! The one place where gateway outcomes become HTTP responses: protocol errors (JSON
-//! bodies, `WWW-Authenticate`, `Retry-After`), library errors of the admin API, pages
-//! with their security headers, and redirects.
-//!
-//! | library error kind | HTTP status |
-//! |---|---|
-//! | `InvalidInput` | 400 |
-//! | `Unauthenticated` | 401 |
-//! | `PermissionDenied` | 403 |
-//! | `NotFound` | 404 |
-//! | `AlreadyExists`, `Conflict` | 409 |
-//! | `QuotaExceeded` | 429 |
-//! | `Unavailable` | 503 |
-//! | `Internal` | 500 |
+//! bodies, `WWW-Authenticate`, `Retry-After`), pages with their security headers, and
+//! redirects. Library errors of the admin API map as in every HTTP service
+//! ([`crate::http`]).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,73 +9,7 @@ use serde_json::json;
 use tenancy_core::oauth::OAuthError;
 use tenancy_core::{Error, ErrorKind};
 
-/// The HTTP status of a library error kind.
-#[must_use]
-pub const fn status_of(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The machine-readable code of a library error kind.
-#[must_use]
-pub const fn code_of(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::InvalidInput => "invalid_input",
-        ErrorKind::Unauthenticated => "unauthenticated",
-        ErrorKind::PermissionDenied => "permission_denied",
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::AlreadyExists => "already_exists",
-        ErrorKind::Conflict => "conflict",
-        ErrorKind::QuotaExceeded => "quota_exceeded",
-        ErrorKind::Unavailable => "unavailable",
-        _ => "internal",
-    }
-}
-
-/// A library error as a JSON response: `{"error": {"code", "message", "field"}}`.
-/// Internal and unavailable errors are logged and answered with a generic message.
-#[must_use]
-pub fn api_error(error: &Error) -> Response {
-    let kind = error.kind();
-    let message = match kind {
-        ErrorKind::Internal => {
-            tracing::error!(%error, "internal error");
-            "internal error".to_owned()
-        }
-        ErrorKind::Unavailable => {
-            tracing::warn!(%error, "backend unavailable");
-            "a backend is temporarily unavailable, retry later".to_owned()
-        }
-        _ => error.to_string(),
-    };
-    let body =
-        json!({"error": {"code": code_of(kind), "message": message, "field": error.field()}});
-    let mut response = (status_of(kind), no_store(), axum::Json(body)).into_response();
-    if kind == ErrorKind::Unauthenticated {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"tenancy-admin\""),
-        );
-    }
-    response
-}
-
-/// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
-#[must_use]
-pub fn no_store() -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    headers
-}
+pub use crate::http::{api_error, code_of, no_store, status_of};
 
 /// A protocol error of the token, introspection or revocation endpoint (RFC 6749
 /// §5.2): JSON, `no-store`, `WWW-Authenticate: Basic` on 401, `Retry-After` on 429.

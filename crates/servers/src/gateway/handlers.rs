@@ -15,20 +15,9 @@ use tenancy_core::oauth::{
 
 use super::errors::{bearer_error, html, no_store, oauth_error, page_error, redirect};
 use super::{GatewayState, RemoteIp, pages};
+use crate::http::parse_form;
 
 // ----- small HTTP helpers -----
-
-/// Parses `application/x-www-form-urlencoded` text; a repeated parameter is an error
-/// (RFC 6749 §3.1, §3.2).
-pub(super) fn parse_form(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
-    let mut map = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(bytes) {
-        if map.insert(k.clone().into_owned(), v.into_owned()).is_some() {
-            return Err(format!("parameter `{k}` is repeated"));
-        }
-    }
-    Ok(map)
-}
 
 fn is_form(headers: &HeaderMap) -> bool {
     headers
@@ -559,11 +548,6 @@ fn public_json(value: serde_json::Value) -> Response {
         HeaderValue::from_static("public, max-age=300"),
     );
     response
-}
-
-/// `GET /healthz`: the process is up.
-pub async fn healthz() -> &'static str {
-    "ok"
 }
 
 /// `GET /readyz`: the gateway can sign tokens.

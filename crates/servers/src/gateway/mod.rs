@@ -51,6 +51,12 @@ pub struct GatewayState {
     pub secure_cookies: bool,
 }
 
+impl axum::extract::FromRef<GatewayState> for AdminAuth {
+    fn from_ref(state: &GatewayState) -> Self {
+        state.admin.clone()
+    }
+}
+
 impl std::fmt::Debug for GatewayState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayState")
@@ -87,7 +93,7 @@ pub fn router(state: GatewayState) -> Router {
             get(handlers::discovery),
         )
         .route("/jwks.json", get(handlers::jwks))
-        .route("/healthz", get(handlers::healthz))
+        .route("/healthz", get(crate::http::healthz))
         .route("/readyz", get(handlers::readyz))
         .nest("/admin", admin::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -49,6 +49,8 @@ struct Running {
     policy_addr: SocketAddr,
     /// Where the auth gateway listens (if it runs).
     gateway_addr: SocketAddr,
+    /// Where the usage service listens (if it runs).
+    usage_addr: SocketAddr,
     log: PathBuf,
 }
 
@@ -60,7 +62,13 @@ impl Running {
 
     /// `tenancy serve SERVICES...`.
     fn spawn_services(database_url: &str, log: &Path, services: &[&str]) -> Self {
+        Self::spawn_with(database_url, log, services, &[])
+    }
+
+    /// `tenancy serve SERVICES... EXTRA...`.
+    fn spawn_with(database_url: &str, log: &Path, services: &[&str], extra: &[&str]) -> Self {
         let (addr, policy_addr, gateway_addr) = (free_addr(), free_addr(), free_addr());
+        let usage_addr = free_addr();
         let child = tenancy()
             .arg("serve")
             .args(services)
@@ -68,6 +76,8 @@ impl Running {
             .args(["--identity-addr", &addr.to_string()])
             .args(["--policy-addr", &policy_addr.to_string()])
             .args(["--gateway-addr", &gateway_addr.to_string()])
+            .args(["--usage-addr", &usage_addr.to_string()])
+            .args(extra)
             .args(["--admin-token", TOKEN])
             .env("TENANCY_MASTER_KEY", MASTER_KEY)
             .stdout(Stdio::null())
@@ -79,6 +89,7 @@ impl Running {
             addr,
             policy_addr,
             gateway_addr,
+            usage_addr,
             log: log.to_owned(),
         }
     }
@@ -120,7 +131,17 @@ impl Running {
 
     /// Waits until the gateway answers `/readyz`; returns its base URL.
     async fn wait_until_gateway_ready(&mut self) -> String {
-        let base = format!("http://{}", self.gateway_addr);
+        self.wait_until_ready(self.gateway_addr).await
+    }
+
+    /// Waits until the usage service answers `/readyz`; returns its base URL.
+    async fn wait_until_usage_ready(&mut self) -> String {
+        self.wait_until_ready(self.usage_addr).await
+    }
+
+    /// Waits until the HTTP service at `addr` answers `/readyz`; returns its base URL.
+    async fn wait_until_ready(&mut self, addr: SocketAddr) -> String {
+        let base = format!("http://{addr}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -133,7 +154,7 @@ impl Running {
             }
             assert!(
                 Instant::now() < deadline,
-                "gateway not ready; log:\n{}",
+                "{base} not ready; log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -205,8 +226,54 @@ async fn serve_and_create(database_url: &str, log: &Path, slug: &str) -> (pb::Te
     // ... and the auth gateway: discovery, JWKS and a login page.
     let base = server.wait_until_gateway_ready().await;
     let kids = check_gateway(&base).await;
+    // ... and the usage service.
+    let base = server.wait_until_usage_ready().await;
+    check_usage(&base, &created.id).await;
     server.terminate().await;
     (created, kids)
+}
+
+/// The usage service at `base` creates a meter for `tenant`, ingests an event and
+/// counts it.
+async fn check_usage(base: &str, tenant: &str) {
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut request = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .header("x-tenant-id", tenant);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let (status, body) = send(
+        reqwest::Method::POST,
+        "/v1/meters",
+        Some(serde_json::json!({"key": "calls", "event_type": "api.call", "windows": ["day"]})),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let id = uuid::Uuid::now_v7().to_string();
+    let event = serde_json::json!({"specversion": "1.0", "id": id, "type": "api.call", "source": "/binary"});
+    for expected in ["accepted", "duplicates"] {
+        let (status, body) = send(reqwest::Method::POST, "/v1/events", Some(event.clone())).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        assert_eq!(body[expected], serde_json::json!([0]), "{body}");
+    }
+    let day = chrono::Utc::now().date_naive();
+    let path = format!(
+        "/v1/totals?from={day}T00:00:00Z&to={}T00:00:00Z",
+        day + chrono::Days::new(1)
+    );
+    let (status, body) = send(reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["meters"][0]["events"], 1, "{body}");
 }
 
 /// The gateway at `base` serves discovery and its key set, registers a client through
@@ -690,6 +757,9 @@ async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
         .into_inner();
     assert!(decision.allowed, "{decision:?}");
     assert_eq!(decision.determining_policies, ["admins-view"]);
+    // The usage service writes and reads metering tables as the application role.
+    let base = server.wait_until_usage_ready().await;
+    check_usage(&base, &tenant.id).await;
     server.terminate().await;
     db.drop_database().await;
 }
