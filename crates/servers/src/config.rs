@@ -12,6 +12,7 @@
 //! | `--gateway-addr` | `TENANCY_GATEWAY_ADDR` | `gateway_addr` | `127.0.0.1:3000` |
 //! | `--usage-addr` | `TENANCY_USAGE_ADDR` | `usage_addr` | `127.0.0.1:8080` |
 //! | `--kafka-brokers` | `TENANCY_KAFKA_BROKERS` | `kafka_brokers` | none: no Kafka consumer |
+//! | `--kafka-group` | `TENANCY_KAFKA_GROUP` | `kafka_group` | `tenancy-usage` |
 //! | `--issuer` | `TENANCY_ISSUER` | `issuer` | `http://<gateway-addr>` |
 //! | `--master-key` | `TENANCY_MASTER_KEY` | `master_key` | none: required by the gateway |
 //! | `--redis-url` | `TENANCY_REDIS_URL` | `redis_url` | none: sessions in the database, rate limits in memory |
@@ -43,6 +44,10 @@ pub const DEFAULT_GATEWAY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr
 
 /// Where the usage service (HTTP) listens unless configured otherwise.
 pub const DEFAULT_USAGE_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// The consumer group the usage service consumes `usage.events` as unless configured
+/// otherwise.
+pub const DEFAULT_KAFKA_GROUP: &str = "tenancy-usage";
 
 /// `tenancy`: the tenancy reference servers.
 #[derive(Debug, Parser)]
@@ -115,6 +120,11 @@ pub struct Options {
         global = true
     )]
     pub kafka_brokers: Option<String>,
+
+    /// Consumer group of the usage service's Kafka consumer: processes of one group
+    /// share the partitions of `usage.events` [default: tenancy-usage]
+    #[arg(long, env = "TENANCY_KAFKA_GROUP", value_name = "GROUP", global = true)]
+    pub kafka_group: Option<String>,
 
     /// The OAuth issuer URL the gateway is reached at [default: http://<gateway-addr>]
     #[arg(long, env = "TENANCY_ISSUER", value_name = "URL", global = true)]
@@ -276,6 +286,8 @@ pub struct FileConfig {
     pub usage_addr: Option<SocketAddr>,
     /// See [`Settings::kafka_brokers`].
     pub kafka_brokers: Option<String>,
+    /// See [`Settings::kafka_group`].
+    pub kafka_group: Option<String>,
     /// See [`Settings::issuer`].
     pub issuer: Option<String>,
     /// See [`Settings::master_key`].
@@ -324,6 +336,8 @@ pub struct Settings {
     pub usage_addr: SocketAddr,
     /// The Kafka brokers the usage service consumes `usage.events` from.
     pub kafka_brokers: Option<String>,
+    /// The consumer group of the usage service.
+    pub kafka_group: String,
     /// The OAuth issuer URL.
     pub issuer: String,
     /// The master key (base64 of 32 bytes).
@@ -347,6 +361,7 @@ impl std::fmt::Debug for Settings {
             .field("gateway_addr", &self.gateway_addr)
             .field("usage_addr", &self.usage_addr)
             .field("kafka_brokers", &self.kafka_brokers)
+            .field("kafka_group", &self.kafka_group)
             .field("issuer", &self.issuer)
             .field(
                 "master_key",
@@ -401,6 +416,11 @@ impl Settings {
                 .or(file.usage_addr)
                 .unwrap_or(DEFAULT_USAGE_ADDR),
             kafka_brokers: options.kafka_brokers.clone().or(file.kafka_brokers),
+            kafka_group: options
+                .kafka_group
+                .clone()
+                .or(file.kafka_group)
+                .unwrap_or_else(|| DEFAULT_KAFKA_GROUP.to_owned()),
             issuer: options
                 .issuer
                 .clone()
@@ -423,6 +443,7 @@ impl Settings {
             gateway_addr: Some(self.gateway_addr),
             usage_addr: Some(self.usage_addr),
             kafka_brokers: self.kafka_brokers.clone(),
+            kafka_group: Some(self.kafka_group.clone()),
             issuer: Some(self.issuer.clone()),
             master_key: self.master_key.as_ref().map(|_| "<redacted>".to_owned()),
             redis_url: self.redis_url.clone(),
@@ -475,6 +496,7 @@ mod tests {
         assert_eq!(settings.redis_url, None);
         assert_eq!(settings.usage_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.kafka_brokers, None);
+        assert_eq!(settings.kafka_group, "tenancy-usage");
     }
 
     #[test]

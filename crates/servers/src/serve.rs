@@ -11,7 +11,11 @@ use tenancy_core::clock::SystemClock;
 use tenancy_core::identity::Identity;
 use tenancy_core::oauth::{Provider, ProviderConfig, ProviderParts};
 use tenancy_core::token::{KeyManager, MasterKey, RotationPolicy};
-use tenancy_metering::{Metering, RedisQuotaCounter, TenantDirectory};
+use tenancy_core::events::EventBus;
+use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
+use tenancy_metering::{
+    ConsumerConfig, Metering, RedisQuotaCounter, TenantDirectory, UsageConsumer,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -252,6 +256,26 @@ pub async fn metering(
     Ok(metering)
 }
 
+/// The Kafka consumer of `usage.events` into `metering`, when `settings.kafka_brokers`
+/// names brokers (as group `settings.kafka_group`); `None` without Kafka. Connecting
+/// creates the standard topics if absent.
+pub async fn usage_consumer(
+    settings: &Settings,
+    metering: &Metering,
+) -> Result<Option<UsageConsumer>, Error> {
+    let Some(brokers) = &settings.kafka_brokers else {
+        return Ok(None);
+    };
+    let bus: Arc<dyn EventBus> = Arc::new(KafkaBus::connect(KafkaConfig::new(brokers.clone())).await?);
+    let config = ConsumerConfig {
+        group: settings.kafka_group.clone(),
+        ..ConsumerConfig::default()
+    };
+    Ok(Some(
+        UsageConsumer::new(metering.clone(), bus).with_config(config),
+    ))
+}
+
 /// Runs `services` (all of them when empty) as configured by `settings` until
 /// `shutdown` completes or one of them fails; then stops the others gracefully.
 ///
@@ -280,13 +304,16 @@ pub async fn serve(
         None
     };
 
-    let usage = if services.contains(&ServiceName::Usage) {
-        Some(UsageState {
-            metering: metering(settings, &stores, &identity).await?,
+    let (usage, consumer) = if services.contains(&ServiceName::Usage) {
+        let metering = metering(settings, &stores, &identity).await?;
+        let consumer = usage_consumer(settings, &metering).await?;
+        let state = UsageState {
+            metering,
             admin: auth.clone(),
-        })
+        };
+        (Some(state), consumer)
     } else {
-        None
+        (None, None)
     };
 
     let (stop, stopped) = watch::channel(false);
@@ -331,6 +358,11 @@ pub async fn serve(
                 }
             }
         }
+    }
+
+    if let Some(consumer) = consumer {
+        let shutdown = wait_for_stop(stopped.clone());
+        tasks.spawn(async move { consumer.run(shutdown).await.map_err(Error::from) });
     }
 
     let mut first_error = None;

@@ -763,3 +763,152 @@ async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
     server.terminate().await;
     db.drop_database().await;
 }
+
+/// The events of this test: `count` of them for `tenant`, each using `i % 7` tokens.
+fn kafka_usage_events(tenant: tenancy_core::TenantId, count: u64) -> Vec<tenancy_core::events::Event> {
+    let time = chrono::Utc::now();
+    (0..count)
+        .map(|i| {
+            tenancy_core::events::Event::new(
+                tenant,
+                "api.call",
+                "/binary-test",
+                "",
+                serde_json::json!({ "tokens": i % 7 }),
+            )
+            .unwrap()
+            .with_time(time)
+        })
+        .collect()
+}
+
+/// The `calls` and `tokens` totals of `tenant` today, read from the database.
+async fn usage_today(
+    metering: &tenancy_metering::Metering,
+    tenant: tenancy_core::TenantId,
+) -> (u64, String) {
+    let from = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let totals = metering
+        .period_totals(tenant, from, from + chrono::Duration::days(1))
+        .await
+        .unwrap();
+    let calls = totals.iter().find(|t| t.meter.as_str() == "calls").unwrap();
+    let tokens = totals.iter().find(|t| t.meter.as_str() == "tokens").unwrap();
+    (
+        calls.events,
+        tokens.value.map(|v| v.to_string()).unwrap_or_default(),
+    )
+}
+
+/// `tenancy serve usage` consumes `usage.events` from Kafka; killed (SIGKILL) in the
+/// middle of the stream and started again, it has counted every produced event
+/// exactly once: what the first process committed but did not acknowledge comes again
+/// and is absorbed as duplicates.
+#[tokio::test]
+async fn binary_usage_consumer_counts_every_kafka_event_once_across_a_kill() {
+    use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
+    use tenancy_core::events::{EventBus, USAGE_EVENTS};
+
+    let Some(brokers) =
+        tenancy_core::conformance::backend_url("TENANCY_TEST_KAFKA_BROKERS", "Kafka")
+    else {
+        return;
+    };
+    const EVENTS: u64 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("usage.db").display());
+    let stores = tenancy_servers::store::open_stores(&url).await.unwrap();
+    let identity = tenancy_core::identity::Identity::new(stores.identity.clone());
+    let tenant = identity
+        .create_tenant(tenancy_core::identity::NewTenant {
+            slug: format!("kafka-{}", uuid::Uuid::now_v7().simple()),
+            display_name: "kafka".into(),
+            metadata: serde_json::Value::Null,
+        })
+        .await
+        .unwrap()
+        .id;
+    let metering = tenancy_metering::Metering::new(stores.metering.clone());
+    for (key, aggregation, value) in [
+        ("calls", tenancy_metering::Aggregation::Count, None),
+        ("tokens", tenancy_metering::Aggregation::Sum, Some("tokens".to_owned())),
+    ] {
+        metering
+            .create_meter(
+                tenant,
+                tenancy_metering::NewMeter {
+                    key: key.into(),
+                    event_type: "api.call".into(),
+                    aggregation,
+                    value_property: value,
+                    windows: vec![tenancy_metering::Window::Day],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    // Everything is produced before the consumer starts.
+    let bus = KafkaBus::connect(KafkaConfig::new(brokers.clone()))
+        .await
+        .unwrap();
+    let events = kafka_usage_events(tenant, EVENTS);
+    let key = tenant.to_string();
+    let batch: Vec<(&str, &tenancy_core::events::Event)> =
+        events.iter().map(|e| (key.as_str(), e)).collect();
+    bus.publish_batch(USAGE_EVENTS, &batch).await.unwrap();
+    let expected_tokens: u64 = (0..EVENTS).map(|i| i % 7).sum();
+
+    // A fresh group reads the topic from its start; this tenant's events are ours.
+    let group = format!("tenancy-test-{}", uuid::Uuid::now_v7().simple());
+    let extra = ["--kafka-brokers", brokers.as_str(), "--kafka-group", group.as_str()];
+    let mut first = Running::spawn_with(&url, &dir.path().join("first.log"), &["usage"], &extra);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let counted_before_kill = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            panic!("tenancy exited early with {status}; log:\n{}", first.log());
+        }
+        let (calls, _) = usage_today(&metering, tenant).await;
+        if calls > 0 {
+            // Mid-stream: the next batch is being read or written right now.
+            first.child.kill().unwrap();
+            first.child.wait().unwrap();
+            break calls;
+        }
+        assert!(Instant::now() < deadline, "nothing consumed; log:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (after_kill, _) = usage_today(&metering, tenant).await;
+    assert!(
+        after_kill < EVENTS,
+        "the whole stream was consumed before the kill ({counted_before_kill} seen); the test needs more events"
+    );
+
+    let second = Running::spawn_with(&url, &dir.path().join("second.log"), &["usage"], &extra);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (calls, _) = usage_today(&metering, tenant).await;
+        assert!(calls <= EVENTS, "counted {calls} of {EVENTS}: some twice");
+        if calls == EVENTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{calls} of {EVENTS} counted; log:\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing more arrives later, and the sums agree.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        usage_today(&metering, tenant).await,
+        (EVENTS, expected_tokens.to_string())
+    );
+    second.terminate().await;
+}
