@@ -3,6 +3,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod consumer;
 pub mod memory;
 pub mod model;
 #[cfg(feature = "redis")]
@@ -13,6 +14,7 @@ mod service;
 pub mod sql;
 mod store;
 
+pub use consumer::{ConsumerConfig, ConsumerStats, UsageConsumer};
 pub use model::{
     Aggregation, DEFAULT_UNIQUE_BOUND, GroupTotal, IngestReport, MAX_BATCH, MAX_DATA_BYTES,
     MAX_DIMENSION_VALUE_CHARS, MAX_GROUP_BY, MAX_METERS, MAX_QUERY_WINDOWS, MAX_QUOTA_VALUE, Meter,

@@ -1,8 +1,9 @@
 //! tenancy-metering integration tests: the conformance suite on memory, SQLite and
 //! PostgreSQL (when `TENANCY_TEST_POSTGRES_URL` is set), the quota suite on those and
 //! on Redis (when `TENANCY_TEST_REDIS_URL` is set; with
-//! `TENANCY_TEST_REQUIRE_BACKENDS=1` a missing URL fails), and PostgreSQL's row-level
-//! security on the metering tables.
+//! `TENANCY_TEST_REQUIRE_BACKENDS=1` a missing URL fails), PostgreSQL's row-level
+//! security on the metering tables, and the usage consumer on the in-process bus and
+//! Kafka (when `TENANCY_TEST_KAFKA_BROKERS` is set).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,6 +14,9 @@
 )]
 
 use std::sync::Arc;
+
+#[path = "metering/consumer.rs"]
+mod consumer;
 
 use sqlx::postgres::PgPoolOptions;
 use tenancy_core::TenantId;

@@ -335,6 +335,172 @@ pub async fn bus_independent_groups(bus: &dyn EventBus) {
     }
 }
 
+/// Deliveries taken with `next_batch` and acknowledged with `ack_batch` until every
+/// event of `sentinels` has come, in arrival order.
+async fn until_all_batched(sub: &mut dyn Subscription, sentinels: &[EventId]) -> Vec<Delivery> {
+    let mut seen = Vec::new();
+    let mut missing: HashSet<EventId> = sentinels.iter().copied().collect();
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while !missing.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the sentinels never arrived"
+        );
+        let batch = sub.next_batch(16, POLL).await.unwrap();
+        sub.ack_batch(&batch).await.unwrap();
+        for delivery in batch {
+            missing.remove(&delivery.event().id());
+            seen.push(delivery);
+        }
+        assert!(seen.len() < 10_000, "the sentinels never arrived");
+    }
+    seen
+}
+
+/// `next_batch` refuses a `max` of 0, returns at most `max` deliveries, several when
+/// several are waiting, and with `ack_batch` gets every event once, in order per key.
+pub async fn bus_next_batch(bus: &dyn EventBus) {
+    let topic = unique_name("batch");
+    let mut sub = bus.subscribe(&topic, &unique_name("batch")).await.unwrap();
+    let err = sub.next_batch(0, POLL).await.unwrap_err();
+    assert_eq!(err.field(), Some("max"), "{err}");
+
+    let tenants: Vec<TenantId> = (0..3).map(|_| TenantId::new()).collect();
+    let events: Vec<Event> = (0..10)
+        .flat_map(|n| tenants.iter().map(move |t| sample_event(*t, n)))
+        .collect();
+    let keys: Vec<String> = events.iter().map(|e| key(e.tenant_id())).collect();
+    let batch: Vec<(&str, &Event)> = keys.iter().map(String::as_str).zip(&events).collect();
+    bus.publish_batch(&topic, &batch).await.unwrap();
+    let mut published: HashMap<TenantId, Vec<Event>> = HashMap::new();
+    for event in &events {
+        published
+            .entry(event.tenant_id())
+            .or_default()
+            .push(event.clone());
+    }
+
+    let mut received: HashMap<TenantId, Vec<Event>> = HashMap::new();
+    let (mut count, mut largest) = (0, 0);
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while count < events.len() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "only {count} of {} events arrived",
+            events.len()
+        );
+        let batch = sub.next_batch(7, POLL).await.unwrap();
+        assert!(
+            batch.len() <= 7,
+            "a batch of {} for a max of 7",
+            batch.len()
+        );
+        largest = largest.max(batch.len());
+        sub.ack_batch(&batch).await.unwrap();
+        for delivery in batch {
+            assert_eq!(delivery.topic(), topic);
+            count += 1;
+            received
+                .entry(delivery.event().tenant_id())
+                .or_default()
+                .push(delivery.into_event());
+        }
+    }
+    assert_eq!(
+        received, published,
+        "per key, events must arrive in publication order, each once"
+    );
+    assert!(
+        largest > 1,
+        "events waiting must come together, not one per call"
+    );
+}
+
+/// `ack_batch` acknowledges a whole list, whatever its order, but the group's
+/// position never passes a delivery left out of it: after a restart that delivery
+/// comes first, and only it and what follows it in its partition come again.
+pub async fn bus_ack_batch_stops_at_unacked(bus: &dyn EventBus) {
+    let topic = unique_name("ack-batch");
+    let group = unique_name("ack-batch");
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let events: Vec<Event> = (0..5)
+        .flat_map(|n| [sample_event(a, n), sample_event(b, n)])
+        .collect();
+    let keys: Vec<String> = events.iter().map(|e| key(e.tenant_id())).collect();
+    let batch: Vec<(&str, &Event)> = keys.iter().map(String::as_str).zip(&events).collect();
+    bus.publish_batch(&topic, &batch).await.unwrap();
+
+    let mut sub = bus.subscribe(&topic, &group).await.unwrap();
+    let mut got = Vec::new();
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while got.len() < events.len() {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "only {} of {} events arrived",
+            got.len(),
+            events.len()
+        );
+        got.extend(sub.next_batch(4, POLL).await.unwrap());
+    }
+    assert_eq!(got.len(), events.len(), "each event once");
+    // Leave out tenant a's third event.
+    let held_id = events[4].id();
+    let (held, mut rest): (Vec<Delivery>, Vec<Delivery>) =
+        got.into_iter().partition(|d| d.event().id() == held_id);
+    let held = held.into_iter().next().unwrap();
+
+    let mut with_foreign = rest.clone();
+    with_foreign.push(Delivery::new(
+        unique_name("elsewhere"),
+        key(a),
+        0,
+        0,
+        sample_event(a, 9),
+    ));
+    let err = sub.ack_batch(&with_foreign).await.unwrap_err();
+    assert_eq!(err.field(), Some("delivery"), "{err}");
+    rest.reverse();
+    sub.ack_batch(&rest).await.unwrap();
+    sub.ack_batch(&rest).await.unwrap(); // twice: no effect
+    sub.ack_batch(&[]).await.unwrap();
+    drop(sub);
+
+    let sentinels = [sample_event(a, 99), sample_event(b, 99)];
+    for event in &sentinels {
+        bus.publish_event(&topic, event).await.unwrap();
+    }
+    let sentinel_ids: Vec<EventId> = sentinels.iter().map(Event::id).collect();
+    let mut sub = bus.subscribe(&topic, &group).await.unwrap();
+    let seen = until_all_batched(&mut *sub, &sentinel_ids).await;
+    let first_of_a = seen.iter().find(|d| d.event().tenant_id() == a);
+    assert_eq!(
+        first_of_a.map(|d| d.event().id()),
+        Some(held_id),
+        "the delivery left out must come first"
+    );
+    for d in seen
+        .iter()
+        .filter(|d| !sentinel_ids.contains(&d.event().id()))
+    {
+        assert!(
+            d.partition() == held.partition() && d.offset() >= held.offset(),
+            "an acknowledged event before every unacknowledged one came again: {:?}",
+            d.event().data()
+        );
+    }
+    drop(sub);
+
+    // Everything is acknowledged now: only newer events come.
+    let sentinels = [sample_event(a, 100), sample_event(b, 100)];
+    for event in &sentinels {
+        bus.publish_event(&topic, event).await.unwrap();
+    }
+    let sentinel_ids: Vec<EventId> = sentinels.iter().map(Event::id).collect();
+    let mut sub = bus.subscribe(&topic, &group).await.unwrap();
+    let seen = until_all_batched(&mut *sub, &sentinel_ids).await;
+    assert_eq!(seen.len(), 2, "everything before was acknowledged");
+}
+
 /// The outbox keeps enqueued events in order until they are marked sent, refuses a
 /// second row for one event id, and purges sent rows.
 pub async fn outbox_pending_and_sent(store: &dyn OutboxStore) {

@@ -186,6 +186,8 @@ struct Cursor {
     /// One past the highest offset ever handed out.
     high: u64,
     /// Offsets handed out and not acknowledged, with their redelivery deadlines.
+    /// Between two rewinds offsets are handed out in increasing order with
+    /// non-decreasing deadlines, so the first entry has the earliest deadline.
     in_flight: BTreeMap<u64, Instant>,
 }
 
@@ -322,7 +324,11 @@ impl TopicLog {
             let (Some(cursor), Some(log)) = (g.cursors.get_mut(p), self.partitions.get(p)) else {
                 continue;
             };
-            if cursor.in_flight.values().any(|deadline| *deadline <= now) {
+            if cursor
+                .in_flight
+                .first_key_value()
+                .is_some_and(|(_, deadline)| *deadline <= now)
+            {
                 cursor.rewind();
             }
             cursor.next = cursor.next.max(log.base).max(cursor.committed);
@@ -344,19 +350,20 @@ impl TopicLog {
                 );
                 return (Some(delivery), None);
             }
-            if let Some(first) = cursor.in_flight.values().min() {
+            if let Some((_, first)) = cursor.in_flight.first_key_value() {
                 earliest = Some(earliest.map_or(*first, |e| e.min(*first)));
             }
         }
         (None, earliest)
     }
 
-    fn ack(&mut self, group: &str, delivery: &Delivery, retention: usize) -> Result<()> {
+    /// The partition of `delivery` once checked to be one this group was handed.
+    fn check_ack(&self, group: &str, delivery: &Delivery) -> Result<usize> {
         let p = usize::try_from(delivery.partition()).unwrap_or(usize::MAX);
         let cursor = self
             .groups
-            .get_mut(group)
-            .and_then(|g| g.cursors.get_mut(p))
+            .get(group)
+            .and_then(|g| g.cursors.get(p))
             .ok_or_else(|| {
                 Error::invalid(
                     "delivery",
@@ -373,8 +380,27 @@ impl TopicLog {
                 ),
             ));
         }
-        cursor.ack(delivery.offset());
-        self.trim(p, retention);
+        Ok(p)
+    }
+
+    /// Acknowledges every delivery of `deliveries`, or none if one is refused.
+    fn ack(&mut self, group: &str, deliveries: &[Delivery], retention: usize) -> Result<()> {
+        let partitions = deliveries
+            .iter()
+            .map(|d| self.check_ack(group, d))
+            .collect::<Result<Vec<usize>>>()?;
+        let mut touched = BTreeSet::new();
+        if let Some(g) = self.groups.get_mut(group) {
+            for (delivery, p) in deliveries.iter().zip(partitions) {
+                if let Some(cursor) = g.cursors.get_mut(p) {
+                    cursor.ack(delivery.offset());
+                    touched.insert(p);
+                }
+            }
+        }
+        for p in touched {
+            self.trim(p, retention);
+        }
         Ok(())
     }
 }
@@ -460,17 +486,52 @@ impl Subscription for InProcessSubscription {
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<()> {
-        if delivery.topic() != self.topic_name {
+        self.ack_batch(std::slice::from_ref(delivery)).await
+    }
+
+    /// Takes the first delivery as [`Subscription::next`] does, then the rest under
+    /// one lock of the topic.
+    async fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Err(Error::invalid("max", "must be at least 1"));
+        }
+        let Some(first) = self.next(timeout).await? else {
+            return Ok(Vec::new());
+        };
+        let mut batch = Vec::with_capacity(max.min(1024));
+        batch.push(first);
+        let mut log = lock(&self.topic.log);
+        while batch.len() < max {
+            let (Some(delivery), _) = log.take(
+                &self.topic_name,
+                &self.group,
+                self.member,
+                self.start,
+                self.visibility,
+            ) else {
+                break;
+            };
+            self.start = usize::try_from(delivery.partition())
+                .unwrap_or(0)
+                .wrapping_add(1);
+            batch.push(delivery);
+        }
+        Ok(batch)
+    }
+
+    /// Checks every delivery, then acknowledges all of them under one lock (or none).
+    async fn ack_batch(&mut self, deliveries: &[Delivery]) -> Result<()> {
+        if let Some(foreign) = deliveries.iter().find(|d| d.topic() != self.topic_name) {
             return Err(Error::invalid(
                 "delivery",
                 format!(
                     "it comes from topic `{}`, not `{}`",
-                    delivery.topic(),
+                    foreign.topic(),
                     self.topic_name
                 ),
             ));
         }
-        lock(&self.topic.log).ack(&self.group, delivery, self.retention)
+        lock(&self.topic.log).ack(&self.group, deliveries, self.retention)
     }
 
     fn assignment(&self) -> Result<Vec<u32>> {

@@ -13,9 +13,11 @@
 //!   `enable.auto.commit=false`. Acknowledging offset N of a partition commits the
 //!   group's position only up to the oldest delivery of that partition still
 //!   unacknowledged, synchronously, so a committed position never passes an event whose
-//!   effects the consumer has not committed in its own database. A restart or a
-//!   rebalance resumes from the committed position (`auto.offset.reset=earliest` for a
-//!   group's first start). A message that is not a valid event is logged and skipped.
+//!   effects the consumer has not committed in its own database. `ack_batch` commits
+//!   every partition it touches in one call, so a batch costs one round trip. A
+//!   restart or a rebalance resumes from the committed position
+//!   (`auto.offset.reset=earliest` for a group's first start). A message that is not
+//!   a valid event is logged and skipped.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -416,27 +418,37 @@ impl KafkaSubscription {
         state.next = offset + 1;
     }
 
-    /// Commits the group's position in `partition` if it moved.
-    async fn commit(&mut self, partition: i32) -> Result<()> {
-        let Some(state) = self.partitions.get(&partition) else {
-            return Ok(());
-        };
-        let position = state.position();
-        if position <= state.committed {
+    /// Commits the group's position in each of `partitions` that moved, in one
+    /// synchronous commit call.
+    async fn commit(&mut self, partitions: impl IntoIterator<Item = i32>) -> Result<()> {
+        let moved: Vec<(i32, i64)> = partitions
+            .into_iter()
+            .filter_map(|partition| {
+                let state = self.partitions.get(&partition)?;
+                let position = state.position();
+                (position > state.committed).then_some((partition, position))
+            })
+            .collect();
+        if moved.is_empty() {
             return Ok(());
         }
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
+        let positions = moved.clone();
         tokio::task::spawn_blocking(move || {
-            let mut list = TopicPartitionList::new();
-            list.add_partition_offset(&topic, partition, Offset::Offset(position))?;
+            let mut list = TopicPartitionList::with_capacity(positions.len());
+            for (partition, position) in positions {
+                list.add_partition_offset(&topic, partition, Offset::Offset(position))?;
+            }
             consumer.commit(&list, CommitMode::Sync)
         })
         .await
         .map_err(|e| Error::Internal(format!("kafka commit task failed: {e}")))?
         .map_err(|e| kafka_error(&format!("committing offsets of `{}`", self.topic), &e))?;
-        if let Some(state) = self.partitions.get_mut(&partition) {
-            state.committed = state.committed.max(position);
+        for (partition, position) in moved {
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.committed = state.committed.max(position);
+            }
         }
         Ok(())
     }
@@ -496,44 +508,62 @@ impl Subscription for KafkaSubscription {
                         "skipping a message that is not an event"
                     );
                     self.receive(received.partition, received.offset, false);
-                    self.commit(received.partition).await?;
+                    self.commit([received.partition]).await?;
                 }
             }
         }
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<()> {
-        if delivery.topic() != self.topic {
-            return Err(Error::invalid(
-                "delivery",
-                format!(
-                    "it comes from topic `{}`, not `{}`",
-                    delivery.topic(),
-                    self.topic
-                ),
-            ));
+        self.ack_batch(std::slice::from_ref(delivery)).await
+    }
+
+    /// Checks the whole list, marks every delivery acknowledged, then commits the
+    /// touched partitions' positions in one synchronous call; on a failed commit the
+    /// deliveries are unacknowledged again.
+    async fn ack_batch(&mut self, deliveries: &[Delivery]) -> Result<()> {
+        let mut offsets = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            if delivery.topic() != self.topic {
+                return Err(Error::invalid(
+                    "delivery",
+                    format!(
+                        "it comes from topic `{}`, not `{}`",
+                        delivery.topic(),
+                        self.topic
+                    ),
+                ));
+            }
+            let (Ok(partition), Ok(offset)) = (
+                i32::try_from(delivery.partition()),
+                i64::try_from(delivery.offset()),
+            ) else {
+                return Err(Error::invalid(
+                    "delivery",
+                    "its partition or offset is out of range",
+                ));
+            };
+            offsets.push((partition, offset));
         }
-        let (Ok(partition), Ok(offset)) = (
-            i32::try_from(delivery.partition()),
-            i64::try_from(delivery.offset()),
-        ) else {
-            return Err(Error::invalid(
-                "delivery",
-                "its partition or offset is out of range",
-            ));
-        };
         self.apply_resets();
-        let Some(state) = self.partitions.get_mut(&partition) else {
-            // Revoked since (or never ours): the new owner delivers it again.
-            return Ok(());
-        };
-        if !state.pending.remove(&offset) {
-            return Ok(());
+        let mut removed = Vec::with_capacity(offsets.len());
+        let mut touched = BTreeSet::new();
+        for (partition, offset) in offsets {
+            // A partition revoked since (or never ours) is skipped: its new owner
+            // delivers the event again.
+            if let Some(state) = self.partitions.get_mut(&partition)
+                && state.pending.remove(&offset)
+            {
+                removed.push((partition, offset));
+                touched.insert(partition);
+            }
         }
-        if let Err(e) = self.commit(partition).await {
+        if let Err(e) = self.commit(touched).await {
             // Still unacknowledged as far as the group knows: a retry commits again.
-            if let Some(state) = self.partitions.get_mut(&partition) {
-                state.pending.insert(offset);
+            for (partition, offset) in removed {
+                if let Some(state) = self.partitions.get_mut(&partition) {
+                    state.pending.insert(offset);
+                }
             }
             return Err(e);
         }

@@ -127,6 +127,51 @@ pub trait Subscription: Send + Sync + std::fmt::Debug {
     /// An error leaves the delivery unacknowledged: acknowledging it again retries.
     async fn ack(&mut self, delivery: &Delivery) -> Result<()>;
 
+    /// Up to `max` events of this member's partitions: waits at most `timeout` for the
+    /// first, then takes what is available at once, without waiting again. Empty when
+    /// nothing arrived in time. Events of one partition come in order, as with
+    /// [`Subscription::next`]; `InvalidInput` on field `max` when it is 0.
+    ///
+    /// The default calls [`Subscription::next`] once with `timeout`, then with a zero
+    /// timeout until it has `max` or none comes. If a receive fails after some
+    /// deliveries were taken, those are returned (the error comes again on the next
+    /// call); buses override it to take a batch at a lower cost.
+    async fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Err(Error::invalid("max", "must be at least 1"));
+        }
+        let Some(first) = self.next(timeout).await? else {
+            return Ok(Vec::new());
+        };
+        let mut batch = Vec::with_capacity(max.min(1024));
+        batch.push(first);
+        while batch.len() < max {
+            match self.next(Duration::ZERO).await {
+                Ok(Some(delivery)) => batch.push(delivery),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Acknowledges every delivery of `deliveries`, with the contract of
+    /// [`Subscription::ack`] for each: call it only after their effects are committed;
+    /// a group's position in a partition never moves past a delivery that is not
+    /// acknowledged (by this call or an earlier one), whatever the order of the list.
+    /// `InvalidInput` on field `delivery` if one is of another topic (buses check the
+    /// whole list first and then acknowledge none). On any other error some
+    /// deliveries may be acknowledged and others not: acknowledging the same list
+    /// again retries, and acknowledging a delivery twice has no effect.
+    ///
+    /// The default acknowledges them one by one; buses override it to commit each
+    /// partition once per call.
+    async fn ack_batch(&mut self, deliveries: &[Delivery]) -> Result<()> {
+        for delivery in deliveries {
+            self.ack(delivery).await?;
+        }
+        Ok(())
+    }
+
     /// The partitions currently assigned to this member (a rebalance may change them;
     /// Kafka assigns them only after the member joined the group, which happens while
     /// [`Subscription::next`] waits).

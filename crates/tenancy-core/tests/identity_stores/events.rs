@@ -51,6 +51,8 @@ macro_rules! bus_suite {
                 bus_test!(bus_group_members_share_partitions);
                 bus_test!(bus_restart_resumes_after_last_ack);
                 bus_test!(bus_independent_groups);
+                bus_test!(bus_next_batch);
+                bus_test!(bus_ack_batch_stops_at_unacked);
             }
         )+
     };
