@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use tenancy_authz::{Authz, IdentityEntities, PolicyStore};
 use tenancy_core::clock::SystemClock;
+use tenancy_core::events::EventBus;
+use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
 use tenancy_core::identity::Identity;
 use tenancy_core::oauth::{Provider, ProviderConfig, ProviderParts};
 use tenancy_core::token::{KeyManager, MasterKey, RotationPolicy};
-use tenancy_core::events::EventBus;
-use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
 use tenancy_metering::{
     ConsumerConfig, Metering, RedisQuotaCounter, TenantDirectory, UsageConsumer,
 };
@@ -266,7 +266,8 @@ pub async fn usage_consumer(
     let Some(brokers) = &settings.kafka_brokers else {
         return Ok(None);
     };
-    let bus: Arc<dyn EventBus> = Arc::new(KafkaBus::connect(KafkaConfig::new(brokers.clone())).await?);
+    let bus: Arc<dyn EventBus> =
+        Arc::new(KafkaBus::connect(KafkaConfig::new(brokers.clone())).await?);
     let config = ConsumerConfig {
         group: settings.kafka_group.clone(),
         ..ConsumerConfig::default()

@@ -765,7 +765,10 @@ async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
 }
 
 /// The events of this test: `count` of them for `tenant`, each using `i % 7` tokens.
-fn kafka_usage_events(tenant: tenancy_core::TenantId, count: u64) -> Vec<tenancy_core::events::Event> {
+fn kafka_usage_events(
+    tenant: tenancy_core::TenantId,
+    count: u64,
+) -> Vec<tenancy_core::events::Event> {
     let time = chrono::Utc::now();
     (0..count)
         .map(|i| {
@@ -797,7 +800,10 @@ async fn usage_today(
         .await
         .unwrap();
     let calls = totals.iter().find(|t| t.meter.as_str() == "calls").unwrap();
-    let tokens = totals.iter().find(|t| t.meter.as_str() == "tokens").unwrap();
+    let tokens = totals
+        .iter()
+        .find(|t| t.meter.as_str() == "tokens")
+        .unwrap();
     (
         calls.events,
         tokens.value.map(|v| v.to_string()).unwrap_or_default(),
@@ -835,7 +841,11 @@ async fn binary_usage_consumer_counts_every_kafka_event_once_across_a_kill() {
     let metering = tenancy_metering::Metering::new(stores.metering.clone());
     for (key, aggregation, value) in [
         ("calls", tenancy_metering::Aggregation::Count, None),
-        ("tokens", tenancy_metering::Aggregation::Sum, Some("tokens".to_owned())),
+        (
+            "tokens",
+            tenancy_metering::Aggregation::Sum,
+            Some("tokens".to_owned()),
+        ),
     ] {
         metering
             .create_meter(
@@ -866,7 +876,12 @@ async fn binary_usage_consumer_counts_every_kafka_event_once_across_a_kill() {
 
     // A fresh group reads the topic from its start; this tenant's events are ours.
     let group = format!("tenancy-test-{}", uuid::Uuid::now_v7().simple());
-    let extra = ["--kafka-brokers", brokers.as_str(), "--kafka-group", group.as_str()];
+    let extra = [
+        "--kafka-brokers",
+        brokers.as_str(),
+        "--kafka-group",
+        group.as_str(),
+    ];
     let mut first = Running::spawn_with(&url, &dir.path().join("first.log"), &["usage"], &extra);
     let deadline = Instant::now() + Duration::from_secs(120);
     let counted_before_kill = loop {
@@ -880,7 +895,11 @@ async fn binary_usage_consumer_counts_every_kafka_event_once_across_a_kill() {
             first.child.wait().unwrap();
             break calls;
         }
-        assert!(Instant::now() < deadline, "nothing consumed; log:\n{}", first.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing consumed; log:\n{}",
+            first.log()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let (after_kill, _) = usage_today(&metering, tenant).await;
