@@ -1,5 +1,30 @@
 //! # tenancy-billing
 //!
 //! Billing for multi-tenant applications: plans and prices, subscriptions with proration,
-//! invoices priced from metered usage, payments and signed webhooks. This crate is
-//! reserved for that engine; it has no public items yet.
+//! invoices priced from metered usage, payments and signed webhooks.
+//!
+//! What exists so far is its foundation, [`money`]: amounts in integer minor units of
+//! an ISO 4217 currency ([`Money`], [`Currency`]), checked arithmetic, decimal prices
+//! rounded with an explicit [`Rounding`], and exact largest-remainder allocation
+//! ([`Money::allocate`]) so invoice lines always add up to their total.
+//!
+//! ```
+//! use rust_decimal::Decimal;
+//! use tenancy_billing::{Currency, Money, Rounding};
+//!
+//! # fn main() -> tenancy_core::Result<()> {
+//! let usd = Currency::parse("USD")?;
+//! // 1,234 units at 0.0125 USD each, rounded half-even to cents.
+//! let fee = Money::from_decimal(Decimal::new(125, 4) * Decimal::from(1_234), usd, Rounding::HalfEven)?;
+//! assert_eq!(fee.minor, 1_542);
+//! // Split over three equal lines: 514 + 514 + 514.
+//! let lines = fee.allocate(&[Decimal::ONE; 3])?;
+//! assert_eq!(Money::sum(usd, lines)?, fee);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod money;
+
+pub use money::{Currency, Money, Rounding};
