@@ -40,11 +40,10 @@ use tenancy::core::clock::ManualClock;
 use tenancy::core::conformance::PgTestDatabase;
 use tenancy::core::postgres::PgStore;
 use tenancy::core::sqlite::SqliteStore;
-use tenancy::metering::sql::{migrate_postgres, migrate_sqlite};
 use tenancy::metering::memory::MemoryMeteringStore;
+use tenancy::metering::sql::{migrate_postgres, migrate_sqlite};
 use tenancy::metering::{
-    Aggregation, Metering, MeteringConfig, MeteringStore, NewMeter,
-    UsageEvent, UsageQuery, Window,
+    Aggregation, Metering, MeteringConfig, MeteringStore, NewMeter, UsageEvent, UsageQuery, Window,
 };
 use tokio::runtime::Runtime;
 
@@ -314,7 +313,9 @@ const IN_FLIGHT: usize = 2;
 
 /// The tenant of the `query_10m` dataset (fixed, so a stored dataset is found again).
 fn tenant_10m() -> TenantId {
-    TenantId::from_uuid(uuid::Uuid::from_u128(0x0194_1a2b_3c4d_7e5f_8a00_0000_0010_0000))
+    TenantId::from_uuid(uuid::Uuid::from_u128(
+        0x0194_1a2b_3c4d_7e5f_8a00_0000_0010_0000,
+    ))
 }
 
 /// The first of the dataset's 30 days.
@@ -441,7 +442,7 @@ async fn fill_10m(name: &str, metering: &Metering) {
             assert!(report.rejected.is_empty(), "{:?}", report.rejected.first());
         }
         next += IN_FLIGHT;
-        if next % 500 == 0 || next >= batches {
+        if next.is_multiple_of(500) || next >= batches {
             let done = (next.min(batches) - first) * BATCH;
             let rate = done as f64 / started.elapsed().as_secs_f64();
             let left = (batches.saturating_sub(next) * BATCH) as f64 / rate;
@@ -452,7 +453,11 @@ async fn fill_10m(name: &str, metering: &Metering) {
             );
         }
     }
-    assert_eq!(stored_10m(metering).await, EVENTS_10M, "{name}: dataset incomplete");
+    assert_eq!(
+        stored_10m(metering).await,
+        EVENTS_10M,
+        "{name}: dataset incomplete"
+    );
 }
 
 async fn sqlite_10m() -> Metering {
@@ -538,15 +543,15 @@ fn query_10m(c: &mut Criterion) {
     for (name, metering) in &backends {
         for grouped in [false, true] {
             let query = month_query(grouped);
-            let rows = rt
-                .block_on(metering.query(tenant, &query))
-                .expect("query");
+            let rows = rt.block_on(metering.query(tenant, &query)).expect("query");
             assert_eq!(rows.len(), if grouped { 300 } else { 30 });
             let total: u64 = rows.iter().map(|r| r.events).sum();
             assert_eq!(total, EVENTS_10M as u64);
             let id = if grouped { "by_route" } else { "total" };
             group.bench_function(BenchmarkId::new(id, *name), |bencher| {
-                bencher.iter(|| black_box(rt.block_on(metering.query(tenant, &query)).expect("query")));
+                bencher.iter(|| {
+                    black_box(rt.block_on(metering.query(tenant, &query)).expect("query"))
+                });
             });
         }
     }

@@ -42,8 +42,6 @@ pub async fn migrate_postgres(store: &PgStore) -> Result<()> {
 const ATTEMPTS: usize = 8;
 
 enum Failure {
-    /// The batch holds an event stored before: try again expecting duplicates.
-    Seen,
     Retry(Error),
     Fatal(Error),
 }
@@ -55,31 +53,23 @@ impl From<Error> for Failure {
 }
 
 fn classify(e: sqlx::Error) -> Failure {
-    if let sqlx::Error::Database(d) = &e {
-        match d.code().as_deref() {
-            Some("40P01" | "40001") => return Failure::Retry(db(e)),
-            Some("23505") if d.constraint() == Some("usage_events_pkey") => return Failure::Seen,
-            _ => {}
-        }
+    if let sqlx::Error::Database(d) = &e
+        && matches!(d.code().as_deref(), Some("40P01" | "40001"))
+    {
+        return Failure::Retry(db(e));
     }
     Failure::Fatal(db(e))
 }
 
-/// A batch is first written as if all its events were new (a plain `INSERT`, about
-/// half the work of `ON CONFLICT DO NOTHING`, which PostgreSQL does per row); an
-/// event stored before makes that fail with a unique violation, and the batch is
-/// written again expecting duplicates.
 async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> Result<Vec<bool>> {
     let events = EventArrays::of(batch);
     let all_new = batch.deltas(&vec![true; batch.events.len()])?;
     let all_new_arrays = DeltaArrays::of(&all_new);
     let mut last = None;
-    let mut expect = Expect::New;
     for _ in 0..ATTEMPTS {
-        match attempt(store, tenant, batch, &events, (&all_new, &all_new_arrays), expect).await {
+        match attempt(store, tenant, batch, &events, (&all_new, &all_new_arrays)).await {
             Ok(inserted) => return Ok(inserted),
             Err(Failure::Fatal(e)) => return Err(e),
-            Err(Failure::Seen) => expect = Expect::Duplicates,
             Err(Failure::Retry(e)) => {
                 tracing::debug!(error = %e, "metering batch retried");
                 last = Some(e);
@@ -87,15 +77,6 @@ async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> R
         }
     }
     Err(last.unwrap_or_else(|| Error::Unavailable("metering batch failed".into())))
-}
-
-/// What an attempt expects of the batch's events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// All new: a plain `INSERT`, failing on an event stored before.
-    New,
-    /// Some may be stored already: `ON CONFLICT DO NOTHING`.
-    Duplicates,
 }
 
 /// Opens a transaction scoped to `tenant` for row-level security in one round trip:
@@ -189,16 +170,16 @@ impl<'a> EventArrays<'a> {
     }
 }
 
-/// The statement of a batch's events and rollups (see [`INGEST`]).
-macro_rules! ingest_sql {
-    ($on_conflict:literal) => {
-        concat!(
-            "WITH ins AS ( \
+/// Inserts the events `$2..$7` that are new and, when every one of them was,
+/// upserts the rollup deltas `$8..$16`. Returns one row per inserted event (`id`)
+/// and one per upserted unique-count cell (its key and the distinct values it
+/// holds, `held`).
+const INGEST: &str = "\
+WITH ins AS ( \
     INSERT INTO usage_events (tenant_id, id, event_type, source, subject, time, data) \
     SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], \
-        $6::timestamptz[], $7::jsonb[]) ",
-            $on_conflict,
-            " RETURNING id \
+        $6::timestamptz[], $7::jsonb[]) \
+    ON CONFLICT DO NOTHING RETURNING id \
 ), cells AS MATERIALIZED ( \
     SELECT * FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], \
         $13::text[], $14::timestamptz[], $15::uuid[], $16::smallint[]) \
@@ -244,19 +225,7 @@ macro_rules! ingest_sql {
 SELECT id, NULL::text AS meter_key, NULL::text AS window_size, NULL::bigint AS window_start, \
     NULL::text AS group_key, NULL::text AS held FROM ins \
 UNION ALL \
-SELECT NULL, meter_key, window_size, window_start, group_key, held FROM uniq"
-        )
-    };
-}
-
-/// [`INGEST`] for a batch expected to be all new: a plain insert, which fails with a
-/// unique violation on an event stored before.
-const INGEST_NEW: &str = ingest_sql!("");
-/// Inserts the events `$2..$7` that are new and, when every one of them was,
-/// upserts the rollup deltas `$8..$16`. Returns one row per inserted event (`id`)
-/// and one per upserted unique-count cell (its key and the distinct values it
-/// holds, `held`).
-const INGEST: &str = ingest_sql!("ON CONFLICT DO NOTHING");
+SELECT NULL, meter_key, window_size, window_start, group_key, held FROM uniq";
 
 /// Under the row locks of the unique-count cells: stores the candidate values
 /// `$2..$6` a cell does not hold yet, the smallest first (byte order) up to the room
@@ -289,12 +258,11 @@ FROM counts c WHERE r.tenant_id = $1 AND r.meter_key = c.m AND r.window_size = c
 /// the distinct values each holds.
 async fn send(
     tx: &mut sqlx::Transaction<'static, Postgres>,
-    statement: &'static str,
     tenant: TenantId,
     events: &EventArrays<'_>,
     deltas: &DeltaArrays,
 ) -> Result<(HashSet<Uuid>, HashMap<CellTuple, i64>), Failure> {
-    let rows = sqlx::query(statement)
+    let rows = sqlx::query(INGEST)
         .bind(tenant.as_uuid())
         .bind(&events.ids)
         .bind(&events.types)
@@ -342,15 +310,9 @@ async fn attempt(
     batch: &IngestBatch<'_>,
     events: &EventArrays<'_>,
     (all_new, all_new_arrays): (&BTreeMap<CellKey, CellDelta>, &DeltaArrays),
-    expect: Expect,
 ) -> Result<Vec<bool>, Failure> {
     let mut tx = begin(store, tenant, true).await?;
-    let statement = match expect {
-        Expect::New => INGEST_NEW,
-        Expect::Duplicates => INGEST,
-    };
-    let (new_ids, mut held) =
-        send(&mut tx, statement, tenant, events, all_new_arrays).await?;
+    let (new_ids, mut held) = send(&mut tx, tenant, events, all_new_arrays).await?;
     let inserted: Vec<bool> = batch
         .events
         .iter()
@@ -362,7 +324,7 @@ async fn attempt(
         deltas = std::borrow::Cow::Owned(batch.deltas(&inserted)?);
         if !deltas.is_empty() {
             let none = EventArrays::default();
-            held = send(&mut tx, INGEST, tenant, &none, &DeltaArrays::of(&deltas))
+            held = send(&mut tx, tenant, &none, &DeltaArrays::of(&deltas))
                 .await?
                 .1;
         }
