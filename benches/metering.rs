@@ -11,6 +11,15 @@
 //!   (10 routes), over rollups pre-filled by ingesting events spread over the 30
 //!   days. The query reads rollup rows only, so its cost does not depend on how many
 //!   events were ingested.
+//! - `query_10m`: the same query over a dataset that really holds 10,000,000 events,
+//!   ingested through `Metering::ingest` in batches of 1,000 over a fixed 30 days
+//!   (January 2025, with a clock set to its end), on memory, SQLite and PostgreSQL.
+//!   Building it takes minutes, so the SQLite file (under the target directory,
+//!   `bench-data/`) and the PostgreSQL database (its name kept in the same directory)
+//!   are kept and reused when they hold the whole dataset, and an interrupted build
+//!   resumes where it stopped (event ids are fixed, so a resent batch is deduplicated).
+//!   The group only runs when no filter is given or the filter names it
+//!   (`cargo bench --bench metering -- query_10m`).
 //!
 //! Run with `cargo bench --bench metering`; add `TENANCY_TEST_POSTGRES_URL=postgres://…`
 //! for PostgreSQL.
@@ -20,15 +29,18 @@
 )]
 
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, DurationRound, TimeZone as _, Utc};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_main};
 use tenancy::TenantId;
+use tenancy::core::clock::ManualClock;
 use tenancy::core::conformance::PgTestDatabase;
 use tenancy::core::postgres::PgStore;
 use tenancy::core::sqlite::SqliteStore;
+use tenancy::metering::memory::MemoryMeteringStore;
 use tenancy::metering::sql::{migrate_postgres, migrate_sqlite};
 use tenancy::metering::{
     Aggregation, Metering, MeteringConfig, MeteringStore, NewMeter, UsageEvent, UsageQuery, Window,
@@ -86,8 +98,12 @@ fn meters() -> Vec<NewMeter> {
 }
 
 fn event(tenant: TenantId, i: usize, time: DateTime<Utc>) -> UsageEvent {
+    event_with_id(tenant, uuid::Uuid::now_v7(), i, time)
+}
+
+fn event_with_id(tenant: TenantId, id: uuid::Uuid, i: usize, time: DateTime<Utc>) -> UsageEvent {
     UsageEvent {
-        id: uuid::Uuid::now_v7(),
+        id,
         tenant_id: tenant,
         event_type: "api.request".into(),
         source: "bench".into(),
@@ -290,6 +306,258 @@ fn query_30_days(c: &mut Criterion) {
     finish(&rt, backends);
 }
 
+/// Events in the `query_10m` dataset.
+const EVENTS_10M: usize = 10_000_000;
+/// Batches of the `query_10m` build in flight at once.
+const IN_FLIGHT: usize = 2;
+
+/// The tenant of the `query_10m` dataset (fixed, so a stored dataset is found again).
+fn tenant_10m() -> TenantId {
+    TenantId::from_uuid(uuid::Uuid::from_u128(
+        0x0194_1a2b_3c4d_7e5f_8a00_0000_0010_0000,
+    ))
+}
+
+/// The first of the dataset's 30 days.
+fn start_10m() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+        .single()
+        .expect("start of the dataset")
+}
+
+/// Event `i` of the dataset: the 30 days hold the 10 million events evenly (one per
+/// 259.2 ms), with an id that depends on `i` only.
+fn event_10m(tenant: TenantId, i: usize) -> UsageEvent {
+    let offset_ms = i as u64 * 2_592 / 10;
+    let time = start_10m() + chrono::Duration::milliseconds(offset_ms as i64);
+    let millis = time.timestamp_millis() as u64;
+    let mut random = [0_u8; 10];
+    random[2..].copy_from_slice(&(i as u64).to_be_bytes());
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    event_with_id(tenant, id, i, time)
+}
+
+/// Whether the command line's filter (if any) selects `group`.
+fn selected(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| group.starts_with(f.as_str()) || f.starts_with(group))
+}
+
+/// `target/bench-data`, beside criterion's own output.
+fn bench_data_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench executable");
+    // target/release/deps/metering-… → target
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = target.join("bench-data");
+    std::fs::create_dir_all(&dir).expect("bench data directory");
+    dir
+}
+
+fn month_query(grouped: bool) -> UsageQuery {
+    UsageQuery {
+        meter: "requests".into(),
+        from: start_10m(),
+        to: start_10m() + chrono::Duration::days(30),
+        window: Window::Day,
+        group_by: if grouped {
+            vec!["route".into()]
+        } else {
+            Vec::new()
+        },
+        filter: Default::default(),
+    }
+}
+
+/// The metering of the dataset over `store`: meters created when missing, the
+/// clock at the end of the 30 days.
+async fn metering_10m(name: &str, store: Arc<dyn MeteringStore>) -> Metering {
+    let end = start_10m() + chrono::Duration::days(30);
+    let metering = Metering::new(store)
+        .with_config(MeteringConfig {
+            lateness: chrono::Duration::days(31),
+            ..MeteringConfig::default()
+        })
+        .with_clock(Arc::new(ManualClock::new(end)));
+    let tenant = tenant_10m();
+    let existing = metering.list_meters(tenant).await.expect(name);
+    for m in meters() {
+        if !existing.iter().any(|e| e.key.as_str() == m.key.as_str()) {
+            metering.create_meter(tenant, m).await.expect(name);
+        }
+    }
+    metering
+}
+
+/// Events the dataset holds, by the rollups of the count meter.
+async fn stored_10m(metering: &Metering) -> usize {
+    let rows = metering
+        .query(tenant_10m(), &month_query(false))
+        .await
+        .expect("count the stored events");
+    rows.iter().map(|r| r.events as usize).sum()
+}
+
+/// Ingests the part of the dataset `metering` does not hold yet, printing progress.
+async fn fill_10m(name: &str, metering: &Metering) {
+    let tenant = tenant_10m();
+    let stored = stored_10m(metering).await;
+    if stored == EVENTS_10M {
+        eprintln!("query_10m/{name}: reusing the stored {EVENTS_10M} events");
+        return;
+    }
+    // Batches complete in order but up to IN_FLIGHT at a time: resume a little
+    // earlier (deduplication skips what is already stored).
+    let first = (stored / BATCH).saturating_sub(IN_FLIGHT);
+    let batches = EVENTS_10M / BATCH;
+    eprintln!(
+        "query_10m/{name}: {stored} events stored, ingesting batches {first}..{batches} \
+         (this takes minutes, once)"
+    );
+    let started = Instant::now();
+    let mut next = first;
+    while next < batches {
+        let calls: Vec<_> = (next..batches.min(next + IN_FLIGHT))
+            .map(|b| {
+                let metering = metering.clone();
+                tokio::spawn(async move {
+                    let batch: Vec<UsageEvent> = (b * BATCH..(b + 1) * BATCH)
+                        .map(|i| event_10m(tenant, i))
+                        .collect();
+                    metering.ingest(tenant, &batch).await
+                })
+            })
+            .collect();
+        for call in calls {
+            let report = call.await.expect("ingest task").expect("ingest");
+            assert!(report.rejected.is_empty(), "{:?}", report.rejected.first());
+        }
+        next += IN_FLIGHT;
+        if next.is_multiple_of(500) || next >= batches {
+            let done = (next.min(batches) - first) * BATCH;
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            let left = (batches.saturating_sub(next) * BATCH) as f64 / rate;
+            eprintln!(
+                "query_10m/{name}: {} of {EVENTS_10M} events, {rate:.0} events/s, \
+                 about {left:.0} s left",
+                next.min(batches) * BATCH
+            );
+        }
+    }
+    assert_eq!(
+        stored_10m(metering).await,
+        EVENTS_10M,
+        "{name}: dataset incomplete"
+    );
+}
+
+async fn sqlite_10m() -> Metering {
+    let path = bench_data_dir().join("metering-10m.db");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("sqlite");
+    store.migrate().await.expect("identity migrations");
+    migrate_sqlite(&store).await.expect("metering migrations");
+    metering_10m("sqlite", Arc::new(store)).await
+}
+
+/// The PostgreSQL database of the dataset: created once as a test database whose
+/// name is kept in `bench-data/metering-10m.postgres`, then reused.
+async fn postgres_10m() -> Option<Metering> {
+    std::env::var("TENANCY_TEST_POSTGRES_URL").ok()?;
+    let name_file = bench_data_dir().join("metering-10m.postgres");
+    // A fresh test database gives the server's options; it is dropped when the kept
+    // one is still there.
+    let mut fresh = Some(PgTestDatabase::create().await?);
+    let new = fresh.as_ref().expect("test database");
+    let kept = std::fs::read_to_string(&name_file)
+        .ok()
+        .map(|n| n.trim().to_owned());
+    let mut options = (new.owner_options(), new.app_options());
+    let new_name = new.name().to_owned();
+    let mut owner = None;
+    if let Some(name) = &kept {
+        match PgStore::connect_with(options.0.clone().database(name)).await {
+            Ok(store) => {
+                owner = Some(store);
+                options = (options.0.database(name), options.1.database(name));
+                if let Some(unused) = fresh.take() {
+                    unused.drop_database().await;
+                }
+            }
+            Err(e) => eprintln!("query_10m/postgres: kept database `{name}` unusable ({e})"),
+        }
+    }
+    let owner = match owner {
+        Some(owner) => owner,
+        None => {
+            eprintln!("query_10m/postgres: building the dataset in `{new_name}`");
+            std::fs::write(&name_file, &new_name).expect("keep the database name");
+            PgStore::connect_with(options.0.clone())
+                .await
+                .expect("postgres")
+        }
+    };
+    owner.migrate().await.expect("identity migrations");
+    migrate_postgres(&owner).await.expect("metering migrations");
+    owner
+        .grant_app_role(PgTestDatabase::APP_ROLE)
+        .await
+        .expect("grant");
+    owner.pool().close().await;
+    let app = PgStore::connect_with(options.1)
+        .await
+        .expect("postgres app role");
+    Some(metering_10m("postgres", Arc::new(app)).await)
+}
+
+fn query_10m(c: &mut Criterion) {
+    if !selected("query_10m") {
+        return;
+    }
+    let rt = runtime();
+    let mut backends: Vec<(&str, Metering)> = Vec::new();
+    rt.block_on(async {
+        let memory = metering_10m("memory", Arc::new(MemoryMeteringStore::new())).await;
+        fill_10m("memory", &memory).await;
+        backends.push(("memory", memory));
+        let sqlite = sqlite_10m().await;
+        fill_10m("sqlite", &sqlite).await;
+        backends.push(("sqlite", sqlite));
+        if let Some(postgres) = postgres_10m().await {
+            fill_10m("postgres", &postgres).await;
+            backends.push(("postgres", postgres));
+        }
+    });
+    let tenant = tenant_10m();
+    let mut group = c.benchmark_group("query_10m");
+    for (name, metering) in &backends {
+        for grouped in [false, true] {
+            let query = month_query(grouped);
+            let rows = rt.block_on(metering.query(tenant, &query)).expect("query");
+            assert_eq!(rows.len(), if grouped { 300 } else { 30 });
+            let total: u64 = rows.iter().map(|r| r.events).sum();
+            assert_eq!(total, EVENTS_10M as u64);
+            let id = if grouped { "by_route" } else { "total" };
+            group.bench_function(BenchmarkId::new(id, *name), |bencher| {
+                bencher.iter(|| {
+                    black_box(rt.block_on(metering.query(tenant, &query)).expect("query"))
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -298,12 +566,12 @@ fn config() -> Criterion {
 
 /// The benchmark list (in a private module: the macro's function has no docs).
 mod suite {
-    use super::{config, ingest_1000, query_30_days};
+    use super::{config, ingest_1000, query_10m, query_30_days};
 
     criterion::criterion_group! {
         name = benches;
         config = config();
-        targets = ingest_1000, query_30_days
+        targets = ingest_1000, query_30_days, query_10m
     }
 }
 criterion_main!(suite::benches);

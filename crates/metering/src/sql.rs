@@ -6,11 +6,13 @@
 //! table has row-level security on `app.tenant_id` like every tenant table.
 //!
 //! Ingestion writes a batch in one transaction: the events with one multi-row
-//! `INSERT … ON CONFLICT DO NOTHING RETURNING id` (PostgreSQL: `UNNEST` arrays), then
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING id` (PostgreSQL: `UNNEST` arrays), and
 //! one rollup upsert per touched (meter, window, group) cell from the newly inserted
-//! events only. PostgreSQL adds the decimals in SQL (`numeric`); SQLite, whose
-//! arithmetic is floating point, reads the touched rows and adds them up in Rust
-//! under its write lock.
+//! events only. PostgreSQL sends both in one statement (the upserts run only when
+//! every event was new; otherwise the statement goes again with the new events'
+//! deltas) and adds the decimals in SQL (`numeric`); SQLite, whose arithmetic is
+//! floating point, reads the touched rows and adds them up in Rust under its write
+//! lock.
 //!
 //! [`MeteringStore`]: crate::MeteringStore
 //! [`QuotaCounter`]: crate::QuotaCounter
@@ -42,10 +44,10 @@ fn stored_quota<T>(r: Result<T>) -> Result<T> {
 }
 
 /// Generates the backend-independent part of `MeteringStore` and `QuotaCounter` for
-/// `$store` (which provides `tenant_transaction`); `$ingest` is the backend's batch
-/// write.
+/// `$store`; `$begin` opens the backend's tenant-scoped transaction and `$ingest` is
+/// its batch write.
 macro_rules! sql_metering_store {
-    ($store:ty, $db:ty, $ingest:path) => {
+    ($store:ty, $db:ty, $begin:path, $ingest:path) => {
         fn db(e: sqlx::Error) -> tenancy_core::Error {
             tenancy_core::Error::from(e)
         }
@@ -103,7 +105,7 @@ macro_rules! sql_metering_store {
                 meter: &crate::model::Meter,
             ) -> tenancy_core::Result<()> {
                 tenant.check_scope(meter.tenant_id)?;
-                let mut tx = self.tenant_transaction(tenant, true).await?;
+                let mut tx = $begin(self, tenant, true).await?;
                 sqlx::query(
                     "INSERT INTO usage_meters (tenant_id, meter_key, version, definition) \
                      VALUES ($1, $2, $3, $4)",
@@ -132,7 +134,7 @@ macro_rules! sql_metering_store {
                 tenant: tenancy_core::TenantId,
                 key: &crate::model::MeterKey,
             ) -> tenancy_core::Result<crate::model::Meter> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $begin(self, tenant, false).await?;
                 let row = sqlx::query(
                     "SELECT definition FROM usage_meters WHERE tenant_id = $1 AND meter_key = $2",
                 )
@@ -151,7 +153,7 @@ macro_rules! sql_metering_store {
                 &self,
                 tenant: tenancy_core::TenantId,
             ) -> tenancy_core::Result<Vec<crate::model::Meter>> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $begin(self, tenant, false).await?;
                 let rows = sqlx::query("SELECT definition FROM usage_meters WHERE tenant_id = $1")
                     .bind(tenant.as_uuid())
                     .fetch_all(&mut *tx)
@@ -171,7 +173,7 @@ macro_rules! sql_metering_store {
                 meter: &crate::model::Meter,
             ) -> tenancy_core::Result<()> {
                 tenant.check_scope(meter.tenant_id)?;
-                let mut tx = self.tenant_transaction(tenant, true).await?;
+                let mut tx = $begin(self, tenant, true).await?;
                 let done = sqlx::query(
                     "UPDATE usage_meters SET version = $3, definition = $4 \
                      WHERE tenant_id = $1 AND meter_key = $2 AND version = $5",
@@ -198,7 +200,7 @@ macro_rules! sql_metering_store {
                 key: &crate::model::MeterKey,
                 version: i64,
             ) -> tenancy_core::Result<()> {
-                let mut tx = self.tenant_transaction(tenant, true).await?;
+                let mut tx = $begin(self, tenant, true).await?;
                 let done = sqlx::query(
                     "DELETE FROM usage_meters WHERE tenant_id = $1 AND meter_key = $2 AND version = $3",
                 )
@@ -248,7 +250,7 @@ macro_rules! sql_metering_store {
                 from: i64,
                 to: i64,
             ) -> tenancy_core::Result<Vec<crate::rollup::RollupRow>> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $begin(self, tenant, false).await?;
                 let rows = sqlx::query(
                     "SELECT window_start, group_key, events, CAST(value AS TEXT) AS value, \
                      latest_time, latest_id, saturated FROM usage_rollups \
@@ -282,7 +284,7 @@ macro_rules! sql_metering_store {
                 to: i64,
             ) -> tenancy_core::Result<Vec<crate::rollup::UniqueValue>> {
                 use sqlx::Row as _;
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $begin(self, tenant, false).await?;
                 let rows = sqlx::query(
                     "SELECT window_start, group_key, value FROM usage_unique_values \
                      WHERE tenant_id = $1 AND meter_key = $2 AND window_size = $3 \
@@ -313,7 +315,7 @@ macro_rules! sql_metering_store {
                 quota: &crate::model::Quota,
             ) -> tenancy_core::Result<()> {
                 tenant.check_scope(quota.tenant_id)?;
-                let mut tx = self.tenant_transaction(tenant, true).await?;
+                let mut tx = $begin(self, tenant, true).await?;
                 let exists: Option<i64> = sqlx::query_scalar(
                     "SELECT version FROM usage_meters WHERE tenant_id = $1 AND meter_key = $2",
                 )
@@ -350,7 +352,7 @@ macro_rules! sql_metering_store {
                 tenant: tenancy_core::TenantId,
                 key: &crate::model::MeterKey,
             ) -> tenancy_core::Result<Option<crate::model::Quota>> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $begin(self, tenant, false).await?;
                 let row = sqlx::query(
                     "SELECT meter_key, period, quota_limit, mode, updated_at FROM usage_quotas \
                      WHERE tenant_id = $1 AND meter_key = $2",
@@ -368,7 +370,7 @@ macro_rules! sql_metering_store {
                 tenant: tenancy_core::TenantId,
                 key: &crate::model::MeterKey,
             ) -> tenancy_core::Result<bool> {
-                let mut tx = self.tenant_transaction(tenant, true).await?;
+                let mut tx = $begin(self, tenant, true).await?;
                 let done = sqlx::query("DELETE FROM usage_quotas WHERE tenant_id = $1 AND meter_key = $2")
                     .bind(tenant.as_uuid())
                     .bind(key.as_str())
@@ -417,7 +419,7 @@ macro_rules! sql_metering_store {
                     let used = crate::store::QuotaCounter::used(self, tenant, meter, period_start).await?;
                     return Ok(crate::store::Consumed { consumed: false, used });
                 }
-                let mut tx = self.tenant_transaction(tenant, true).await?;
+                let mut tx = $begin(self, tenant, true).await?;
                 let after: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO usage_quota_counters AS c (tenant_id, meter_key, period_start, used) \
                      VALUES ($1, $2, $3, $4) \
@@ -459,7 +461,7 @@ macro_rules! sql_metering_store {
                 meter: &crate::model::MeterKey,
                 period_start: i64,
             ) -> tenancy_core::Result<i64> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $begin(self, tenant, false).await?;
                 let used: Option<i64> = sqlx::query_scalar(
                     "SELECT used FROM usage_quota_counters \
                      WHERE tenant_id = $1 AND meter_key = $2 AND period_start = $3",

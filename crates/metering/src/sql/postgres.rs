@@ -1,21 +1,34 @@
-//! The PostgreSQL metering store: a batch is a handful of statements over `UNNEST`
-//! arrays in one transaction, whatever its size. Concurrent batches take their row
-//! locks in one global order (events by id, unique-count cells by hash, rollup rows by
-//! cell), so they queue instead of deadlocking; a deadlock or serialization failure
-//! PostgreSQL still reports is retried.
+//! The PostgreSQL metering store: a batch of new events costs two statements over
+//! `UNNEST` arrays in one transaction, whatever its size (a third when it feeds a
+//! unique-count meter).
+//!
+//! 1. One statement inserts the events (`ON CONFLICT DO NOTHING RETURNING id`) and, in
+//!    the same statement, upserts the rollup deltas computed in Rust on the guess that
+//!    every event is new: the upserts only run when the insert returned every id.
+//!    When some events were duplicates the guess is void, nothing was added, and the
+//!    same statement is sent again with no events and the deltas of the new events
+//!    only. Unique-count cells are upserted with their event count only; the upsert
+//!    locks the cell's row and returns the distinct values it holds.
+//! 2. Under those row locks a second statement stores the new distinct values the
+//!    bound leaves room for (the smallest first, in byte order) and adds their number
+//!    to the cell.
+//!
+//! Concurrent batches take their row locks in one global order (events by id, rollup
+//! rows by cell), so they queue instead of deadlocking; a deadlock or serialization
+//! failure PostgreSQL still reports is retried.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rust_decimal::prelude::ToPrimitive as _;
-use sqlx::{Postgres, Row as _};
+use sqlx::{AssertSqlSafe, Postgres, Row as _};
 use tenancy_core::postgres::PgStore;
 use tenancy_core::{Error, Result, TenantId};
 use uuid::Uuid;
 
 use crate::model::Aggregation;
-use crate::rollup::{CellDelta, CellKey, IngestBatch, unique_allowance};
+use crate::rollup::{CellDelta, CellKey, IngestBatch};
 
-super::sql_metering_store!(PgStore, Postgres, ingest);
+super::sql_metering_store!(PgStore, Postgres, begin, ingest);
 
 /// Applies the metering migrations to a PostgreSQL database.
 pub async fn migrate_postgres(store: &PgStore) -> Result<()> {
@@ -49,9 +62,12 @@ fn classify(e: sqlx::Error) -> Failure {
 }
 
 async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> Result<Vec<bool>> {
+    let events = EventArrays::of(batch);
+    let all_new = batch.deltas(&vec![true; batch.events.len()])?;
+    let all_new_arrays = DeltaArrays::of(&all_new);
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        match attempt(store, tenant, batch).await {
+        match attempt(store, tenant, batch, &events, (&all_new, &all_new_arrays)).await {
             Ok(inserted) => return Ok(inserted),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(e)) => {
@@ -63,22 +79,261 @@ async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> R
     Err(last.unwrap_or_else(|| Error::Unavailable("metering batch failed".into())))
 }
 
-/// The arrays of a set of cells, in cell order.
+/// Opens a transaction scoped to `tenant` for row-level security in one round trip:
+/// `BEGIN` and `SET LOCAL app.tenant_id` go as one simple query (the text is a UUID
+/// formatted here, never input). Reads and writes alike, as `PgStore` does.
+async fn begin(
+    store: &PgStore,
+    tenant: TenantId,
+    write: bool,
+) -> Result<sqlx::Transaction<'static, Postgres>> {
+    let _ = write;
+    let statement = format!(
+        "BEGIN; SET LOCAL app.tenant_id = '{}'",
+        tenant.as_uuid().hyphenated()
+    );
+    store
+        .pool()
+        .begin_with(AssertSqlSafe(statement))
+        .await
+        .map_err(db)
+}
+
+/// The kinds of rollup merge, as the statement's `k` column names them.
+fn merge_kind(aggregation: Aggregation) -> i16 {
+    match aggregation {
+        Aggregation::Count | Aggregation::Sum => 0,
+        Aggregation::Min => 1,
+        Aggregation::Max => 2,
+        Aggregation::Latest => 3,
+        Aggregation::UniqueCount => 4,
+    }
+}
+
+/// The rollup deltas of a batch as the arrays of [`INGEST`], in cell order.
 #[derive(Default)]
-struct CellArrays {
+struct DeltaArrays {
     meters: Vec<String>,
     windows: Vec<String>,
     starts: Vec<i64>,
     groups: Vec<String>,
+    events: Vec<i64>,
+    values: Vec<String>,
+    latest_times: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    latest_ids: Vec<Option<Uuid>>,
+    kinds: Vec<i16>,
 }
 
-impl CellArrays {
-    fn push(&mut self, cell: &CellKey) {
-        self.meters.push(cell.meter.as_str().to_owned());
-        self.windows.push(cell.window.as_str().to_owned());
-        self.starts.push(cell.window_start);
-        self.groups.push(cell.group_key.clone());
+impl DeltaArrays {
+    fn of(deltas: &BTreeMap<CellKey, CellDelta>) -> Self {
+        let mut a = Self::default();
+        for (cell, d) in deltas {
+            a.meters.push(cell.meter.as_str().to_owned());
+            a.windows.push(cell.window.as_str().to_owned());
+            a.starts.push(cell.window_start);
+            a.groups.push(cell.group_key.clone());
+            a.events.push(d.events);
+            a.values.push(d.value.normalize().to_string());
+            a.latest_times.push(d.latest_time);
+            a.latest_ids.push(d.latest_id);
+            a.kinds.push(merge_kind(d.aggregation));
+        }
+        a
     }
+}
+
+/// The events of a batch as the arrays of [`INGEST`], in id order.
+#[derive(Default)]
+struct EventArrays<'a> {
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    sources: Vec<&'a str>,
+    subjects: Vec<&'a str>,
+    times: Vec<chrono::DateTime<chrono::Utc>>,
+    data: Vec<sqlx::types::Json<&'a serde_json::Value>>,
+}
+
+impl<'a> EventArrays<'a> {
+    fn of(batch: &'a IngestBatch<'_>) -> Self {
+        let mut sorted: Vec<_> = batch.events.iter().map(|p| p.event).collect();
+        sorted.sort_by_key(|e| e.id);
+        let mut a = Self::default();
+        for e in sorted {
+            a.ids.push(e.id);
+            a.types.push(e.event_type.as_str());
+            a.sources.push(e.source.as_str());
+            a.subjects.push(e.subject.as_str());
+            a.times.push(e.time);
+            a.data.push(sqlx::types::Json(&e.data));
+        }
+        a
+    }
+}
+
+/// Inserts the events `$2..$7` that are new and, when every one of them was,
+/// upserts the rollup deltas `$8..$16`. Returns one row per inserted event (`id`)
+/// and one per upserted unique-count cell (its key and the distinct values it
+/// holds, `held`).
+const INGEST: &str = "\
+WITH ins AS ( \
+    INSERT INTO usage_events (tenant_id, id, event_type, source, subject, time, data) \
+    SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], \
+        $6::timestamptz[], $7::jsonb[]) \
+    ON CONFLICT DO NOTHING RETURNING id \
+), cells AS MATERIALIZED ( \
+    SELECT * FROM UNNEST($8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], \
+        $13::text[], $14::timestamptz[], $15::uuid[], $16::smallint[]) \
+        AS u(m, w, s, g, e, v, lt, li, k) \
+    WHERE (SELECT count(*) FROM ins) = cardinality($2::uuid[]) \
+), added AS ( \
+    INSERT INTO usage_rollups AS r (tenant_id, meter_key, window_size, window_start, \
+        group_key, events, value, latest_time, latest_id) \
+    SELECT $1, m, w, s, g, e, v::numeric, lt, li FROM cells WHERE k = 0 \
+    ON CONFLICT (tenant_id, meter_key, window_size, window_start, group_key) DO UPDATE \
+    SET events = r.events + EXCLUDED.events, value = r.value + EXCLUDED.value \
+), lowest AS ( \
+    INSERT INTO usage_rollups AS r (tenant_id, meter_key, window_size, window_start, \
+        group_key, events, value, latest_time, latest_id) \
+    SELECT $1, m, w, s, g, e, v::numeric, lt, li FROM cells WHERE k = 1 \
+    ON CONFLICT (tenant_id, meter_key, window_size, window_start, group_key) DO UPDATE \
+    SET events = r.events + EXCLUDED.events, value = least(r.value, EXCLUDED.value) \
+), highest AS ( \
+    INSERT INTO usage_rollups AS r (tenant_id, meter_key, window_size, window_start, \
+        group_key, events, value, latest_time, latest_id) \
+    SELECT $1, m, w, s, g, e, v::numeric, lt, li FROM cells WHERE k = 2 \
+    ON CONFLICT (tenant_id, meter_key, window_size, window_start, group_key) DO UPDATE \
+    SET events = r.events + EXCLUDED.events, value = greatest(r.value, EXCLUDED.value) \
+), latest AS ( \
+    INSERT INTO usage_rollups AS r (tenant_id, meter_key, window_size, window_start, \
+        group_key, events, value, latest_time, latest_id) \
+    SELECT $1, m, w, s, g, e, v::numeric, lt, li FROM cells WHERE k = 3 \
+    ON CONFLICT (tenant_id, meter_key, window_size, window_start, group_key) DO UPDATE \
+    SET events = r.events + EXCLUDED.events, \
+        value = CASE WHEN (EXCLUDED.latest_time, EXCLUDED.latest_id) > (r.latest_time, r.latest_id) \
+            THEN EXCLUDED.value ELSE r.value END, \
+        latest_id = CASE WHEN (EXCLUDED.latest_time, EXCLUDED.latest_id) > (r.latest_time, r.latest_id) \
+            THEN EXCLUDED.latest_id ELSE r.latest_id END, \
+        latest_time = greatest(r.latest_time, EXCLUDED.latest_time) \
+), uniq AS ( \
+    INSERT INTO usage_rollups AS r (tenant_id, meter_key, window_size, window_start, \
+        group_key, events, value) \
+    SELECT $1, m, w, s, g, e, 0 FROM cells WHERE k = 4 \
+    ON CONFLICT (tenant_id, meter_key, window_size, window_start, group_key) DO UPDATE \
+    SET events = r.events + EXCLUDED.events \
+    RETURNING meter_key, window_size, window_start, group_key, CAST(value AS TEXT) AS held \
+) \
+SELECT id, NULL::text AS meter_key, NULL::text AS window_size, NULL::bigint AS window_start, \
+    NULL::text AS group_key, NULL::text AS held FROM ins \
+UNION ALL \
+SELECT NULL, meter_key, window_size, window_start, group_key, held FROM uniq";
+
+/// Under the row locks of the unique-count cells: stores the candidate values
+/// `$2..$6` a cell does not hold yet, the smallest first (byte order) up to the room
+/// `$7` its bound leaves, and adds their number to the cell, flagging it saturated
+/// when some had to go.
+const UNIQUE: &str = "\
+WITH fresh AS ( \
+    SELECT c.*, row_number() OVER (PARTITION BY m, w, s, g ORDER BY v COLLATE \"C\") AS rank \
+    FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[]) \
+        AS c(m, w, s, g, v, room) \
+    WHERE NOT EXISTS (SELECT 1 FROM usage_unique_values x WHERE x.tenant_id = $1 \
+        AND x.meter_key = c.m AND x.window_size = c.w AND x.window_start = c.s \
+        AND x.group_key = c.g AND x.value = c.v) \
+), kept AS ( \
+    INSERT INTO usage_unique_values \
+        (tenant_id, meter_key, window_size, window_start, group_key, value) \
+    SELECT $1, m, w, s, g, v FROM fresh WHERE rank <= room \
+    ON CONFLICT DO NOTHING \
+    RETURNING meter_key AS m, window_size AS w, window_start AS s, group_key AS g \
+), counts AS ( \
+    SELECT f.m, f.w, f.s, f.g, bool_or(f.rank > f.room) AS saturated, \
+        (SELECT count(*) FROM kept k WHERE (k.m, k.w, k.s, k.g) = (f.m, f.w, f.s, f.g)) AS added \
+    FROM fresh f GROUP BY f.m, f.w, f.s, f.g \
+) \
+UPDATE usage_rollups r SET value = r.value + c.added, saturated = r.saturated OR c.saturated \
+FROM counts c WHERE r.tenant_id = $1 AND r.meter_key = c.m AND r.window_size = c.w \
+    AND r.window_start = c.s AND r.group_key = c.g";
+
+/// Sends [`INGEST`]: the ids it inserted, and the unique-count cells it locked with
+/// the distinct values each holds.
+async fn send(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    tenant: TenantId,
+    events: &EventArrays<'_>,
+    deltas: &DeltaArrays,
+) -> Result<(HashSet<Uuid>, HashMap<CellTuple, i64>), Failure> {
+    let rows = sqlx::query(INGEST)
+        .bind(tenant.as_uuid())
+        .bind(&events.ids)
+        .bind(&events.types)
+        .bind(&events.sources)
+        .bind(&events.subjects)
+        .bind(&events.times)
+        .bind(&events.data)
+        .bind(&deltas.meters)
+        .bind(&deltas.windows)
+        .bind(&deltas.starts)
+        .bind(&deltas.groups)
+        .bind(&deltas.events)
+        .bind(&deltas.values)
+        .bind(&deltas.latest_times)
+        .bind(&deltas.latest_ids)
+        .bind(&deltas.kinds)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(classify)?;
+    let mut ids = HashSet::with_capacity(rows.len());
+    let mut held = HashMap::new();
+    for r in rows {
+        if let Some(id) = r.try_get::<Option<Uuid>, _>("id").map_err(classify)? {
+            ids.insert(id);
+            continue;
+        }
+        let value: String = r.try_get("held").map_err(classify)?;
+        let count = super::stored_decimal(&value)?.to_i64().unwrap_or(i64::MAX);
+        let key = (
+            r.try_get("meter_key").map_err(classify)?,
+            r.try_get("window_size").map_err(classify)?,
+            r.try_get("window_start").map_err(classify)?,
+            r.try_get("group_key").map_err(classify)?,
+        );
+        held.insert(key, count);
+    }
+    Ok((ids, held))
+}
+
+/// Writes `batch` (its `events` as arrays, and its deltas if all are new, as a map
+/// and as arrays) in one transaction.
+async fn attempt(
+    store: &PgStore,
+    tenant: TenantId,
+    batch: &IngestBatch<'_>,
+    events: &EventArrays<'_>,
+    (all_new, all_new_arrays): (&BTreeMap<CellKey, CellDelta>, &DeltaArrays),
+) -> Result<Vec<bool>, Failure> {
+    let mut tx = begin(store, tenant, true).await?;
+    let (new_ids, mut held) = send(&mut tx, tenant, events, all_new_arrays).await?;
+    let inserted: Vec<bool> = batch
+        .events
+        .iter()
+        .map(|p| new_ids.contains(&p.event.id))
+        .collect();
+    let mut deltas = std::borrow::Cow::Borrowed(all_new);
+    if new_ids.len() != batch.events.len() {
+        // Some were duplicates: nothing was added yet; add what the new ones bring.
+        deltas = std::borrow::Cow::Owned(batch.deltas(&inserted)?);
+        if !deltas.is_empty() {
+            let none = EventArrays::default();
+            held = send(&mut tx, tenant, &none, &DeltaArrays::of(&deltas))
+                .await?
+                .1;
+        }
+    }
+    if deltas.values().any(|d| !d.unique_values.is_empty()) {
+        unique_sets(&mut tx, tenant, batch.unique_bound, &deltas, &held).await?;
+    }
+    tx.commit().await.map_err(classify)?;
+    Ok(inserted)
 }
 
 type CellTuple = (String, String, i64, String);
@@ -92,266 +347,49 @@ fn tuple(cell: &CellKey) -> CellTuple {
     )
 }
 
-fn lock_key(tenant: TenantId, cell: &CellKey) -> i64 {
-    let text = format!(
-        "{tenant}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
-        cell.meter, cell.window, cell.window_start, cell.group_key
-    );
-    i64::from_ne_bytes(xxhash_rust::xxh3::xxh3_64(text.as_bytes()).to_ne_bytes())
-}
-
-async fn attempt(
-    store: &PgStore,
-    tenant: TenantId,
-    batch: &IngestBatch<'_>,
-) -> Result<Vec<bool>, Failure> {
-    let t = tenant.as_uuid();
-    let mut sorted: Vec<_> = batch.events.iter().collect();
-    sorted.sort_by_key(|p| p.event.id);
-    let mut tx = store.tenant_transaction(tenant, true).await?;
-    let new_ids: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO usage_events (tenant_id, id, event_type, source, subject, time, data) \
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], \
-         $6::timestamptz[], $7::jsonb[]) ON CONFLICT DO NOTHING RETURNING id",
-    )
-    .bind(t)
-    .bind(sorted.iter().map(|p| p.event.id).collect::<Vec<_>>())
-    .bind(
-        sorted
-            .iter()
-            .map(|p| p.event.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        sorted
-            .iter()
-            .map(|p| p.event.source.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        sorted
-            .iter()
-            .map(|p| p.event.subject.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(sorted.iter().map(|p| p.event.time).collect::<Vec<_>>())
-    .bind(
-        sorted
-            .iter()
-            .map(|p| sqlx::types::Json(&p.event.data))
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(classify)?;
-    let new_ids: HashSet<Uuid> = new_ids.into_iter().collect();
-    let inserted: Vec<bool> = batch
-        .events
-        .iter()
-        .map(|p| new_ids.contains(&p.event.id))
-        .collect();
-    let mut deltas = batch.deltas(&inserted)?;
-    if deltas.is_empty() {
-        tx.commit().await.map_err(classify)?;
-        return Ok(inserted);
-    }
-    if deltas.values().any(|d| !d.unique_values.is_empty()) {
-        unique_sets(&mut tx, tenant, batch.unique_bound, &mut deltas).await?;
-    }
-    for aggregation in Aggregation::ALL {
-        let mut cells = CellArrays::default();
-        let mut events = Vec::new();
-        let mut values = Vec::new();
-        let mut latest_times = Vec::new();
-        let mut latest_ids = Vec::new();
-        let mut saturated = Vec::new();
-        for (cell, d) in deltas.iter().filter(|(_, d)| d.aggregation == aggregation) {
-            cells.push(cell);
-            events.push(d.events);
-            values.push(d.value.normalize().to_string());
-            latest_times.push(d.latest_time);
-            latest_ids.push(d.latest_id);
-            saturated.push(d.saturated);
-        }
-        if events.is_empty() {
-            continue;
-        }
-        sqlx::query(upsert_sql(aggregation))
-            .bind(t)
-            .bind(cells.meters)
-            .bind(cells.windows)
-            .bind(cells.starts)
-            .bind(cells.groups)
-            .bind(events)
-            .bind(values)
-            .bind(latest_times)
-            .bind(latest_ids)
-            .bind(saturated)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-    }
-    tx.commit().await.map_err(classify)?;
-    Ok(inserted)
-}
-
-/// Stores the new distinct values of the batch's unique-count cells, keeping each
-/// cell under `bound`, and sets each delta's value to the number of values it added.
+/// Stores the new distinct values of the batch's unique-count cells (whose rows
+/// [`INGEST`] locked, returning the counts they `held`), keeping each under `bound`.
 async fn unique_sets(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     tenant: TenantId,
     bound: u64,
-    deltas: &mut BTreeMap<CellKey, CellDelta>,
+    deltas: &BTreeMap<CellKey, CellDelta>,
+    held: &HashMap<CellTuple, i64>,
 ) -> Result<(), Failure> {
-    let t = tenant.as_uuid();
-    let unique: Vec<&CellKey> = deltas
-        .iter()
-        .filter(|(_, d)| !d.unique_values.is_empty())
-        .map(|(c, _)| c)
-        .collect();
-    // One writer per cell at a time, so the bound holds exactly.
-    let mut locks: Vec<i64> = unique.iter().map(|c| lock_key(tenant, c)).collect();
-    locks.sort_unstable();
-    locks.dedup();
-    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM UNNEST($1::bigint[]) AS k")
-        .bind(locks)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
-
-    let mut cells = CellArrays::default();
-    for c in &unique {
-        cells.push(c);
-    }
-    let mut held: HashMap<CellTuple, i64> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT meter_key, window_size, window_start, group_key, CAST(value AS TEXT) AS value \
-         FROM usage_rollups WHERE tenant_id = $1 AND (meter_key, window_size, window_start, group_key) \
-         IN (SELECT * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[]))",
-    )
-    .bind(t)
-    .bind(&cells.meters)
-    .bind(&cells.windows)
-    .bind(&cells.starts)
-    .bind(&cells.groups)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(classify)?
-    {
-        let value: String = r.try_get("value").map_err(classify)?;
-        let count = super::stored_decimal(&value)?;
-        let key = (
-            r.try_get("meter_key").map_err(classify)?,
-            r.try_get("window_size").map_err(classify)?,
-            r.try_get("window_start").map_err(classify)?,
-            r.try_get("group_key").map_err(classify)?,
-        );
-        held.insert(key, count.to_i64().unwrap_or(i64::MAX));
-    }
-
-    let mut values = CellArrays::default();
-    let mut texts = Vec::new();
+    let mut meters = Vec::new();
+    let mut windows = Vec::new();
+    let mut starts = Vec::new();
+    let mut groups = Vec::new();
+    let mut values = Vec::new();
+    let mut rooms = Vec::new();
     for (cell, d) in deltas.iter().filter(|(_, d)| !d.unique_values.is_empty()) {
+        let current = held.get(&tuple(cell)).copied().ok_or_else(|| {
+            Error::Internal(format!(
+                "unique-count cell of meter `{}` was not locked",
+                cell.meter
+            ))
+        })?;
+        let current = u64::try_from(current).unwrap_or(0);
+        let room = i64::try_from(bound.saturating_sub(current)).unwrap_or(i64::MAX);
         for v in &d.unique_values {
-            values.push(cell);
-            texts.push(v.clone());
+            meters.push(cell.meter.as_str());
+            windows.push(cell.window.as_str());
+            starts.push(cell.window_start);
+            groups.push(cell.group_key.as_str());
+            values.push(v.as_str());
+            rooms.push(room);
         }
     }
-    let mut fresh: HashMap<CellTuple, Vec<String>> = HashMap::new();
-    for r in sqlx::query(
-        "INSERT INTO usage_unique_values \
-         (tenant_id, meter_key, window_size, window_start, group_key, value) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) \
-         ON CONFLICT DO NOTHING RETURNING meter_key, window_size, window_start, group_key, value",
-    )
-    .bind(t)
-    .bind(values.meters)
-    .bind(values.windows)
-    .bind(values.starts)
-    .bind(values.groups)
-    .bind(texts)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(classify)?
-    {
-        let key = (
-            r.try_get("meter_key").map_err(classify)?,
-            r.try_get("window_size").map_err(classify)?,
-            r.try_get("window_start").map_err(classify)?,
-            r.try_get("group_key").map_err(classify)?,
-        );
-        fresh
-            .entry(key)
-            .or_default()
-            .push(r.try_get("value").map_err(classify)?);
-    }
-
-    let mut excess = CellArrays::default();
-    let mut excess_values = Vec::new();
-    for (cell, d) in deltas.iter_mut() {
-        if d.unique_values.is_empty() {
-            continue;
-        }
-        let key = tuple(cell);
-        let mut added = fresh.remove(&key).unwrap_or_default();
-        added.sort();
-        let (keep, saturated) =
-            unique_allowance(bound, held.get(&key).copied().unwrap_or(0), added.len());
-        for v in added.iter().skip(keep) {
-            excess.push(cell);
-            excess_values.push(v.clone());
-        }
-        d.value = rust_decimal::Decimal::from(keep);
-        d.saturated = saturated;
-    }
-    if !excess_values.is_empty() {
-        sqlx::query(
-            "DELETE FROM usage_unique_values WHERE tenant_id = $1 AND \
-             (meter_key, window_size, window_start, group_key, value) IN \
-             (SELECT * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]))",
-        )
-        .bind(t)
-        .bind(excess.meters)
-        .bind(excess.windows)
-        .bind(excess.starts)
-        .bind(excess.groups)
-        .bind(excess_values)
+    sqlx::query(UNIQUE)
+        .bind(tenant.as_uuid())
+        .bind(meters)
+        .bind(windows)
+        .bind(starts)
+        .bind(groups)
+        .bind(values)
+        .bind(rooms)
         .execute(&mut **tx)
         .await
         .map_err(classify)?;
-    }
     Ok(())
-}
-
-macro_rules! upsert {
-    ($merge:literal) => {
-        concat!(
-            "INSERT INTO usage_rollups AS r (tenant_id, meter_key, window_size, window_start, \
-             group_key, events, value, latest_time, latest_id, saturated) \
-             SELECT $1, m, w, s, g, e, v::numeric, lt, li, sat FROM UNNEST($2::text[], $3::text[], \
-             $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::timestamptz[], $9::uuid[], \
-             $10::boolean[]) AS u(m, w, s, g, e, v, lt, li, sat) \
-             ON CONFLICT (tenant_id, meter_key, window_size, window_start, group_key) DO UPDATE SET \
-             events = r.events + EXCLUDED.events, saturated = r.saturated OR EXCLUDED.saturated, ",
-            $merge
-        )
-    };
-}
-
-/// The rollup upsert of one aggregation: the decimals merge in SQL (`numeric`).
-fn upsert_sql(aggregation: Aggregation) -> &'static str {
-    match aggregation {
-        Aggregation::Count | Aggregation::Sum | Aggregation::UniqueCount => {
-            upsert!("value = r.value + EXCLUDED.value")
-        }
-        Aggregation::Min => upsert!("value = least(r.value, EXCLUDED.value)"),
-        Aggregation::Max => upsert!("value = greatest(r.value, EXCLUDED.value)"),
-        Aggregation::Latest => upsert!(
-            "value = CASE WHEN (EXCLUDED.latest_time, EXCLUDED.latest_id) > (r.latest_time, r.latest_id) \
-             THEN EXCLUDED.value ELSE r.value END, \
-             latest_id = CASE WHEN (EXCLUDED.latest_time, EXCLUDED.latest_id) > (r.latest_time, r.latest_id) \
-             THEN EXCLUDED.latest_id ELSE r.latest_id END, \
-             latest_time = greatest(r.latest_time, EXCLUDED.latest_time)"
-        ),
-    }
 }

@@ -11,7 +11,16 @@ use uuid::Uuid;
 
 use crate::rollup::{CellKey, IngestBatch, RollupRow, unique_allowance};
 
-super::sql_metering_store!(SqliteStore, Sqlite, ingest);
+super::sql_metering_store!(SqliteStore, Sqlite, begin, ingest);
+
+/// A transaction scoped to `tenant` (`write`: under the database write lock).
+async fn begin(
+    store: &SqliteStore,
+    tenant: TenantId,
+    write: bool,
+) -> Result<sqlx::Transaction<'static, Sqlite>> {
+    store.tenant_transaction(tenant, write).await
+}
 
 /// Applies the metering migrations to a SQLite database.
 pub async fn migrate_sqlite(store: &SqliteStore) -> Result<()> {
