@@ -70,6 +70,7 @@ impl TestBus {
             batch_size: 1_000,
             poll_timeout: Duration::from_millis(200),
             max_backoff: Duration::from_millis(400),
+            concurrency: 4,
         }
     }
 
@@ -574,9 +575,9 @@ async fn store_errors_redeliver(bus: TestBus, store: Arc<dyn MeteringStore>) {
     assert!(second.received() >= 1_000, "redelivered: {second:?}");
 }
 
-/// A batch size of 0 is refused before subscribing.
+/// A batch size or concurrency of 0 is refused before subscribing.
 #[tokio::test]
-async fn zero_batch_size_is_refused() {
+async fn zero_batch_size_or_concurrency_is_refused() {
     let bus = in_process().await.unwrap();
     let m = Metering::new(Arc::new(
         tenancy_metering::memory::MemoryMeteringStore::new(),
@@ -591,6 +592,19 @@ async fn zero_batch_size_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.field(), Some("batch_size"), "{err}");
+    let config = ConsumerConfig {
+        concurrency: 0,
+        ..ConsumerConfig::default()
+    };
+    let m = Metering::new(Arc::new(
+        tenancy_metering::memory::MemoryMeteringStore::new(),
+    ));
+    let err = UsageConsumer::new(m, in_process().await.unwrap().bus)
+        .with_config(config)
+        .run(async {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("concurrency"), "{err}");
     let defaults = ConsumerConfig::default();
     assert_eq!(
         (
