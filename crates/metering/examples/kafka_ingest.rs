@@ -13,8 +13,10 @@
 //!
 //! Settings (environment): `TENANCY_TEST_KAFKA_BROKERS` (default `127.0.0.1:9092`),
 //! `EVENTS`, `TENANTS`, `BATCH` (the consumer's batch size, default 1,000),
-//! `PARTITIONS` (of the fresh topics, default 6), `STORES` (comma-separated subset of
-//! `memory,sqlite,postgres`).
+//! `CONCURRENCY` (its ingest calls in flight, default 1), `PARTITIONS` (of the fresh
+//! topics, default 6), `STORES` (comma-separated subset of `memory,sqlite,postgres`),
+//! `BUS=in-process` (the in-process bus instead of Kafka: the consumer and the store
+//! alone).
 #![expect(
     clippy::expect_used,
     clippy::panic,
@@ -29,7 +31,7 @@ use chrono::{DurationRound, Utc};
 use tenancy_core::TenantId;
 use tenancy_core::conformance::PgTestDatabase;
 use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
-use tenancy_core::events::{Event, EventBus};
+use tenancy_core::events::{Event, EventBus, InProcessBus, InProcessConfig};
 use tenancy_core::postgres::PgStore;
 use tenancy_core::sqlite::SqliteStore;
 use tenancy_metering::memory::MemoryMeteringStore;
@@ -133,13 +135,26 @@ async fn main() {
     let n = setting("EVENTS", 200_000);
     let tenant_count = setting("TENANTS", 100).max(1);
     let batch = setting("BATCH", 1_000);
+    let concurrency = setting("CONCURRENCY", 1);
     let partitions = setting("PARTITIONS", 6);
     let wanted = std::env::var("STORES").unwrap_or_else(|_| "memory,sqlite,postgres".into());
 
-    let mut config = KafkaConfig::new(brokers.clone());
-    config.client_id = "tenancy-kafka-ingest".into();
-    config.partitions = u32::try_from(partitions).expect("partitions");
-    let bus: Arc<dyn EventBus> = Arc::new(KafkaBus::connect(config).await.expect("kafka"));
+    let in_process = std::env::var("BUS").is_ok_and(|b| b == "in-process");
+    let bus: Arc<dyn EventBus> = if in_process {
+        Arc::new(
+            InProcessBus::with_config(InProcessConfig {
+                partitions: u32::try_from(partitions).expect("partitions"),
+                retention: n,
+                ..InProcessConfig::default()
+            })
+            .expect("bus"),
+        )
+    } else {
+        let mut config = KafkaConfig::new(brokers.clone());
+        config.client_id = "tenancy-kafka-ingest".into();
+        config.partitions = u32::try_from(partitions).expect("partitions");
+        Arc::new(KafkaBus::connect(config).await.expect("kafka"))
+    };
 
     let tenants: Vec<TenantId> = (0..tenant_count).map(|_| TenantId::new()).collect();
     // All in the current hour, so every store does the same rollup work.
@@ -161,7 +176,8 @@ async fn main() {
         .collect();
     let keys: Vec<String> = events.iter().map(|e| e.tenant_id().to_string()).collect();
     println!(
-        "{n} events of {tenant_count} tenants, consumer batch {batch}, {partitions} partitions, brokers {brokers}"
+        "{n} events of {tenant_count} tenants, consumer batch {batch}, concurrency {concurrency}, {partitions} partitions, bus {}",
+        if in_process { "in-process" } else { &brokers }
     );
 
     let mut stores: Vec<Store> = Vec::new();
@@ -198,6 +214,7 @@ async fn main() {
                 topic: topic.clone(),
                 group: format!("tenancy-bench-{}", uuid::Uuid::now_v7().simple()),
                 batch_size: batch,
+                concurrency,
                 poll_timeout: Duration::from_millis(100),
                 ..ConsumerConfig::default()
             });

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use tenancy_core::events::{Delivery, EventBus, Subscription, USAGE_EVENTS};
 use tenancy_core::{Error, Result, TenantId};
 
@@ -40,6 +41,10 @@ pub struct ConsumerConfig {
     /// The longest wait between two attempts after a failure (the wait starts at
     /// 100 ms, or this if shorter, and doubles); 30 s by default.
     pub max_backoff: Duration,
+    /// How many ingest calls of one batch (one tenant's transaction each) may run at
+    /// once (at least 1); 1 by default. More helps PostgreSQL, whose transactions
+    /// overlap; SQLite writes one transaction at a time, so leave it at 1 there.
+    pub concurrency: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -50,6 +55,7 @@ impl Default for ConsumerConfig {
             batch_size: MAX_BATCH,
             poll_timeout: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            concurrency: 1,
         }
     }
 }
@@ -144,7 +150,9 @@ impl ConsumerStats {
 /// - It joins consumer group [`ConsumerConfig::group`] of [`ConsumerConfig::topic`]
 ///   and takes batches of up to [`ConsumerConfig::batch_size`] events. Each batch is
 ///   grouped by tenant and written with [`Metering::ingest`] (validation, tenant
-///   directory, deduplication and rollups as for any caller).
+///   directory, deduplication and rollups as for any caller), up to
+///   [`ConsumerConfig::concurrency`] calls at once (each is a transaction of its
+///   own).
 /// - The batch is acknowledged only after every ingest call of it succeeded, so the
 ///   group's position never passes an event the store has not committed. A crash
 ///   in between delivers the batch again; its events are then duplicates and count
@@ -153,8 +161,8 @@ impl ConsumerStats {
 ///   and acknowledged with the batch: they would be rejected forever.
 /// - Any error (store unavailable, commit refused) leaves the batch
 ///   unacknowledged: the consumer waits (100 ms, doubling up to
-///   [`ConsumerConfig::max_backoff`]) and retries the part of the batch not yet
-///   written, for as long as it takes. [`ConsumerStats::errors`] counts the
+///   [`ConsumerConfig::max_backoff`]) and retries the calls that failed, for as long
+///   as it takes. [`ConsumerStats::errors`] counts the
 ///   attempts that failed.
 pub struct UsageConsumer {
     metering: Metering,
@@ -263,13 +271,16 @@ impl UsageConsumer {
     /// Subscribes, then consumes batches until `shutdown` completes. A batch in hand
     /// is finished (ingested and acknowledged) before it returns, unless it is
     /// waiting to retry a failure then: that batch stays unacknowledged and comes
-    /// again to the group. Errors: `InvalidInput` on field `batch_size` when it is 0,
-    /// and whatever [`EventBus::subscribe`] returns (e.g. `InvalidInput` for a bad
+    /// again to the group. Errors: `InvalidInput` on field `batch_size` or
+    /// `concurrency` when it is 0, and whatever [`EventBus::subscribe`] returns (e.g. `InvalidInput` for a bad
     /// topic or group name, `Unavailable`); failures after subscribing are retried,
     /// never returned.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         if self.config.batch_size == 0 {
             return Err(Error::invalid("batch_size", "must be at least 1"));
+        }
+        if self.config.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
         }
         let mut sub = self
             .bus
@@ -321,13 +332,19 @@ impl UsageConsumer {
     ) -> bool {
         add(&self.stats.counters.received, deliveries.len());
         let mut backoff = Backoff::new(self.config.max_backoff);
-        for chunk in chunks(deliveries) {
-            loop {
-                match self.metering.ingest(chunk.tenant, &chunk.events).await {
+        let mut pending = chunks(deliveries);
+        while !pending.is_empty() {
+            let mut outcomes = futures_util::stream::iter(std::mem::take(&mut pending))
+                .map(|chunk| async move {
+                    let outcome = self.metering.ingest(chunk.tenant, &chunk.events).await;
+                    (chunk, outcome)
+                })
+                .buffer_unordered(self.config.concurrency.max(1));
+            while let Some((chunk, outcome)) = outcomes.next().await {
+                match outcome {
                     Ok(report) => {
                         self.log_rejections(&chunk, &report);
                         self.stats.record(&report);
-                        break;
                     }
                     Err(error) => {
                         self.stats.error();
@@ -337,11 +354,13 @@ impl UsageConsumer {
                             events = chunk.events.len(),
                             "ingesting usage events failed: retrying"
                         );
-                        if !backoff.wait(shutdown).await {
-                            return false;
-                        }
+                        pending.push(chunk);
                     }
                 }
+            }
+            drop(outcomes);
+            if !pending.is_empty() && !backoff.wait(shutdown).await {
+                return false;
             }
         }
         loop {

@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tenancy_core::conformance::backend_url;
 use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
-use tenancy_core::events::{Event, EventBus, InProcessBus, USAGE_EVENTS};
+use tenancy_core::events::{Event, EventBus, EventBusExt, InProcessBus, USAGE_EVENTS};
 use tenancy_core::{Error, Result, TenantId};
 use tenancy_metering::rollup::{IngestBatch, RollupRow, UniqueValue};
 use tenancy_metering::{
@@ -70,6 +70,17 @@ impl TestBus {
             batch_size: 1_000,
             poll_timeout: Duration::from_millis(200),
             max_backoff: Duration::from_millis(400),
+            concurrency: 4,
+        }
+    }
+
+    /// Publishes `events` one at a time, each in a record batch of its own, for tests
+    /// whose group resumes in the middle of what was published: tansu (the broker of
+    /// the tests) serves a fetch from an offset inside a record batch wrongly (it
+    /// skips the rest of that batch), where Kafka serves the whole batch.
+    async fn publish_singly(&self, events: &[Event]) {
+        for event in events {
+            self.bus.publish_event(&self.topic, event).await.unwrap();
         }
     }
 
@@ -91,7 +102,11 @@ struct Running {
 }
 
 fn start(metering: Metering, bus: &TestBus, group: &str) -> Running {
-    let consumer = UsageConsumer::new(metering, bus.bus.clone()).with_config(bus.config(group));
+    start_with(metering, bus, bus.config(group))
+}
+
+fn start_with(metering: Metering, bus: &TestBus, config: ConsumerConfig) -> Running {
+    let consumer = UsageConsumer::new(metering, bus.bus.clone()).with_config(config);
     let stats = consumer.stats();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(consumer.run(async move {
@@ -426,13 +441,18 @@ async fn crash_after_commit(bus: TestBus, store: Arc<dyn MeteringStore>) {
     let faulty = Arc::new(faulty);
     let crashing = metering(faulty.clone(), &tenants).await;
     let group = unique("crash-commit");
-    bus.publish(&events).await;
+    bus.publish_singly(&events).await;
 
-    let first = start(crashing, &bus, &group);
+    // One call at a time, so that the hung call is the only one whose outcome the
+    // first consumer's stats miss.
+    let config = ConsumerConfig {
+        concurrency: 1,
+        ..bus.config(&group)
+    };
+    let first = start_with(crashing, &bus, config);
     faulty.reached().await;
     let first = first.kill().await;
     let hung = faulty.hung_new.load(Ordering::SeqCst) as u64;
-    assert!(hung > 0, "the hung call stored new events");
 
     let m = Metering::new(store);
     let second = start(m.clone(), &bus, &group);
@@ -445,7 +465,7 @@ async fn crash_after_commit(bus: TestBus, store: Arc<dyn MeteringStore>) {
     assert_eq!(
         first.accepted() + hung + second.accepted(),
         events.len() as u64,
-        "{first:?} / {second:?}"
+        "each event accepted once, by one of the consumers: {first:?} / {second:?}"
     );
     wait_for_totals(&m, &tenants, &events, time).await;
 }
@@ -461,7 +481,7 @@ async fn crash_in_flight(bus: TestBus, store: Arc<dyn MeteringStore>) {
     let faulty = Arc::new(faulty);
     let crashing = metering(faulty.clone(), &tenants).await;
     let group = unique("crash-in-flight");
-    bus.publish(&events).await;
+    bus.publish_singly(&events).await;
 
     let first = start(crashing, &bus, &group);
     faulty.reached().await;
@@ -574,9 +594,9 @@ async fn store_errors_redeliver(bus: TestBus, store: Arc<dyn MeteringStore>) {
     assert!(second.received() >= 1_000, "redelivered: {second:?}");
 }
 
-/// A batch size of 0 is refused before subscribing.
+/// A batch size or concurrency of 0 is refused before subscribing.
 #[tokio::test]
-async fn zero_batch_size_is_refused() {
+async fn zero_batch_size_or_concurrency_is_refused() {
     let bus = in_process().await.unwrap();
     let m = Metering::new(Arc::new(
         tenancy_metering::memory::MemoryMeteringStore::new(),
@@ -591,6 +611,19 @@ async fn zero_batch_size_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.field(), Some("batch_size"), "{err}");
+    let config = ConsumerConfig {
+        concurrency: 0,
+        ..ConsumerConfig::default()
+    };
+    let m = Metering::new(Arc::new(
+        tenancy_metering::memory::MemoryMeteringStore::new(),
+    ));
+    let err = UsageConsumer::new(m, in_process().await.unwrap().bus)
+        .with_config(config)
+        .run(async {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("concurrency"), "{err}");
     let defaults = ConsumerConfig::default();
     assert_eq!(
         (

@@ -426,9 +426,12 @@ pub async fn bus_ack_batch_stops_at_unacked(bus: &dyn EventBus) {
     let events: Vec<Event> = (0..5)
         .flat_map(|n| [sample_event(a, n), sample_event(b, n)])
         .collect();
-    let keys: Vec<String> = events.iter().map(|e| key(e.tenant_id())).collect();
-    let batch: Vec<(&str, &Event)> = keys.iter().map(String::as_str).zip(&events).collect();
-    bus.publish_batch(&topic, &batch).await.unwrap();
+    // One by one: the group resumes in the middle of what was published, and tansu
+    // (the broker of the tests) serves a fetch from an offset inside a record batch
+    // wrongly (it skips the rest of that batch), where Kafka serves the whole batch.
+    for event in &events {
+        bus.publish_event(&topic, event).await.unwrap();
+    }
 
     let mut sub = bus.subscribe(&topic, &group).await.unwrap();
     let mut got = Vec::new();
