@@ -137,11 +137,25 @@ pub fn to_json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> R
     }
 }
 
-/// A handler's answer: its response, or its error as JSON.
-#[must_use]
-pub fn respond(result: Result<Response, Error>) -> Response {
-    result.unwrap_or_else(|e| api_error(&e))
+/// A library error as a handler's `Err`: answered by [`api_error`] (axum's
+/// error-handling pattern: `?` on any library call, one `IntoResponse`).
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
 }
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(&self.0)
+    }
+}
+
+/// What a JSON API handler returns.
+pub type ApiResult = Result<Response, ApiError>;
 
 /// Parses `application/x-www-form-urlencoded` text (a query string or a form body);
 /// a repeated parameter is an error (RFC 6749 §3.1, §3.2).

@@ -26,7 +26,7 @@ use tenancy_core::{ClientId, Error, TenantId};
 
 use super::GatewayState;
 use crate::http::{
-    Admin, expected_version, json_body, json_response, no_store, parse_query, respond,
+    Admin, ApiResult, expected_version, json_body, json_response, no_store, parse_query,
 };
 
 pub(super) fn router() -> Router<GatewayState> {
@@ -79,36 +79,28 @@ fn ok(status: StatusCode, body: Value) -> Response {
     json_response(status, body)
 }
 
-async fn create(State(state): State<GatewayState>, _: Admin, body: Bytes) -> Response {
-    let result = async {
-        let (client, secret) = state.provider.register_client(registration(&body)?).await?;
-        let mut body = view(&client);
-        if let (Some(secret), Some(map)) = (secret, body.as_object_mut()) {
-            map.insert("client_secret".into(), json!(secret.expose()));
-        }
-        Ok::<_, Error>(ok(StatusCode::CREATED, body))
+async fn create(State(state): State<GatewayState>, _: Admin, body: Bytes) -> ApiResult {
+    let (client, secret) = state.provider.register_client(registration(&body)?).await?;
+    let mut body = view(&client);
+    if let (Some(secret), Some(map)) = (secret, body.as_object_mut()) {
+        map.insert("client_secret".into(), json!(secret.expose()));
     }
-    .await;
-    respond(result)
+    Ok(ok(StatusCode::CREATED, body))
 }
 
-async fn list(State(state): State<GatewayState>, _: Admin, RawQuery(raw): RawQuery) -> Response {
-    let result = async {
-        let q = query(raw)?;
-        let scope = scope_of(&q)?;
-        let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
-        let page = PageRequest::from_token(q.get("page_token").map_or("", String::as_str), limit)?;
-        let page = state.provider.list_clients(scope, &page).await?;
-        Ok::<_, Error>(ok(
-            StatusCode::OK,
-            json!({
-                "clients": page.items.iter().map(view).collect::<Vec<_>>(),
-                "next_page_token": page.next.map(|c| c.encode()),
-            }),
-        ))
-    }
-    .await;
-    respond(result)
+async fn list(State(state): State<GatewayState>, _: Admin, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = query(raw)?;
+    let scope = scope_of(&q)?;
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let page = PageRequest::from_token(q.get("page_token").map_or("", String::as_str), limit)?;
+    let page = state.provider.list_clients(scope, &page).await?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({
+            "clients": page.items.iter().map(view).collect::<Vec<_>>(),
+            "next_page_token": page.next.map(|c| c.encode()),
+        }),
+    ))
 }
 
 async fn read(
@@ -116,14 +108,10 @@ async fn read(
     _: Admin,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Response {
-    let result = async {
-        let scope = scope_of(&query(raw)?)?;
-        let client = state.provider.client_in(scope, client_id(&id)?).await?;
-        Ok::<_, Error>(ok(StatusCode::OK, view(&client)))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let scope = scope_of(&query(raw)?)?;
+    let client = state.provider.client_in(scope, client_id(&id)?).await?;
+    Ok(ok(StatusCode::OK, view(&client)))
 }
 
 async fn update(
@@ -132,19 +120,15 @@ async fn update(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     body: Bytes,
-) -> Response {
-    let result = async {
-        let q = query(raw)?;
-        let (scope, version, id) = (scope_of(&q)?, expected_version(&q)?, client_id(&id)?);
-        let registration = registration(&body)?;
-        let client = state
-            .provider
-            .update_client(scope, id, version, registration)
-            .await?;
-        Ok::<_, Error>(ok(StatusCode::OK, view(&client)))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let q = query(raw)?;
+    let (scope, version, id) = (scope_of(&q)?, expected_version(&q)?, client_id(&id)?);
+    let registration = registration(&body)?;
+    let client = state
+        .provider
+        .update_client(scope, id, version, registration)
+        .await?;
+    Ok(ok(StatusCode::OK, view(&client)))
 }
 
 async fn delete(
@@ -152,14 +136,10 @@ async fn delete(
     _: Admin,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Response {
-    let result = async {
-        let scope = scope_of(&query(raw)?)?;
-        state.provider.delete_client(scope, client_id(&id)?).await?;
-        Ok::<_, Error>((StatusCode::NO_CONTENT, no_store()).into_response())
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let scope = scope_of(&query(raw)?)?;
+    state.provider.delete_client(scope, client_id(&id)?).await?;
+    Ok((StatusCode::NO_CONTENT, no_store()).into_response())
 }
 
 async fn rotate_secret(
@@ -167,30 +147,22 @@ async fn rotate_secret(
     _: Admin,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Response {
-    let result = async {
-        let q = query(raw)?;
-        let (scope, version, id) = (scope_of(&q)?, expected_version(&q)?, client_id(&id)?);
-        let (client, secret) = state
-            .provider
-            .rotate_client_secret(scope, id, version)
-            .await?;
-        let mut body = view(&client);
-        if let Some(map) = body.as_object_mut() {
-            map.insert("client_secret".into(), json!(secret.expose()));
-        }
-        Ok::<_, Error>(ok(StatusCode::OK, body))
+) -> ApiResult {
+    let q = query(raw)?;
+    let (scope, version, id) = (scope_of(&q)?, expected_version(&q)?, client_id(&id)?);
+    let (client, secret) = state
+        .provider
+        .rotate_client_secret(scope, id, version)
+        .await?;
+    let mut body = view(&client);
+    if let Some(map) = body.as_object_mut() {
+        map.insert("client_secret".into(), json!(secret.expose()));
     }
-    .await;
-    respond(result)
+    Ok(ok(StatusCode::OK, body))
 }
 
-async fn rotate_keys(State(state): State<GatewayState>, _: Admin) -> Response {
-    let result = async {
-        state.provider.keys().rotate_now().await?;
-        let jwks = serde_json::to_value(state.provider.keys().jwks()).unwrap_or(Value::Null);
-        Ok::<_, Error>(ok(StatusCode::OK, jwks))
-    }
-    .await;
-    respond(result)
+async fn rotate_keys(State(state): State<GatewayState>, _: Admin) -> ApiResult {
+    state.provider.keys().rotate_now().await?;
+    let jwks = serde_json::to_value(state.provider.keys().jwks()).unwrap_or(Value::Null);
+    Ok(ok(StatusCode::OK, jwks))
 }

@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use super::UsageState;
 use crate::http::{
-    Admin, Body, Tenant, error_response, expected_version, json_body, json_response, parse_query,
-    respond, to_json_response,
+    Admin, ApiResult, Body, Tenant, error_response, expected_version, json_body, json_response,
+    parse_query, to_json_response,
 };
 
 // ----- events -----
@@ -136,67 +136,65 @@ pub(super) async fn ingest(
     Tenant(tenant): Tenant,
     headers: HeaderMap,
     Body(body): Body,
-) -> Response {
+) -> ApiResult {
     if !is_json(&headers) {
-        return json_response(
+        return Ok(json_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             json!({"error": {
                 "code": "unsupported_media_type",
                 "message": "send `application/cloudevents+json`, `application/cloudevents-batch+json` or `application/json`",
                 "field": "content-type",
             }}),
-        );
+        ));
     }
-    let result = async {
-        let items = match json_body::<Value>(&body, "CloudEvent or batch of CloudEvents")? {
-            Value::Array(items) => items,
-            object @ Value::Object(_) => vec![object],
-            _ => {
-                return Err(Error::invalid(
-                    "body",
-                    "must be a CloudEvent (a JSON object) or a batch (a JSON array)",
-                ));
-            }
-        };
-        if items.is_empty() {
-            return Err(Error::invalid("body", "the batch is empty"));
-        }
-        if items.len() > MAX_BATCH {
+    let items = match json_body::<Value>(&body, "CloudEvent or batch of CloudEvents")? {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => {
             return Err(Error::invalid(
-                "events",
-                format!(
-                    "a batch holds at most {MAX_BATCH} events, this one {}",
-                    items.len()
-                ),
-            ));
+                "body",
+                "must be a CloudEvent (a JSON object) or a batch (a JSON array)",
+            )
+            .into());
         }
-        let now = Utc::now();
-        let mut refused = Vec::new();
-        let mut events = Vec::with_capacity(items.len());
-        // For each parsed event, its index in the request.
-        let mut positions = Vec::with_capacity(items.len());
-        for (index, item) in items.into_iter().enumerate() {
-            match usage_event(tenant, item, now) {
-                Ok(event) => {
-                    positions.push(index);
-                    events.push(event);
-                }
-                Err((field, reason)) => refused.push(Rejection {
-                    index,
-                    field,
-                    reason,
-                }),
-            }
-        }
-        let report = if events.is_empty() {
-            IngestReport::default()
-        } else {
-            state.metering.ingest(tenant, &events).await?
-        };
-        Ok(answer(request_report(report, &positions, refused)))
+    };
+    if items.is_empty() {
+        return Err(Error::invalid("body", "the batch is empty").into());
     }
-    .await;
-    respond(result)
+    if items.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            "events",
+            format!(
+                "a batch holds at most {MAX_BATCH} events, this one {}",
+                items.len()
+            ),
+        )
+        .into());
+    }
+    let now = Utc::now();
+    let mut refused = Vec::new();
+    let mut events = Vec::with_capacity(items.len());
+    // For each parsed event, its index in the request.
+    let mut positions = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match usage_event(tenant, item, now) {
+            Ok(event) => {
+                positions.push(index);
+                events.push(event);
+            }
+            Err((field, reason)) => refused.push(Rejection {
+                index,
+                field,
+                reason,
+            }),
+        }
+    }
+    let report = if events.is_empty() {
+        IngestReport::default()
+    } else {
+        state.metering.ingest(tenant, &events).await?
+    };
+    Ok(answer(request_report(report, &positions, refused)))
 }
 
 /// `report` (indexes into the parsed events) with indexes into the request, merged
@@ -240,30 +238,22 @@ pub(super) async fn create_meter(
     _: Admin,
     Tenant(tenant): Tenant,
     Body(body): Body,
-) -> Response {
-    let result = async {
-        let new: NewMeter = json_body(&body, "meter")?;
-        let meter = state.metering.create_meter(tenant, new).await?;
-        Ok(to_json_response(StatusCode::CREATED, &meter))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let new: NewMeter = json_body(&body, "meter")?;
+    let meter = state.metering.create_meter(tenant, new).await?;
+    Ok(to_json_response(StatusCode::CREATED, &meter))
 }
 
 pub(super) async fn list_meters(
     State(state): State<UsageState>,
     _: Admin,
     Tenant(tenant): Tenant,
-) -> Response {
-    let result = async {
-        let meters = state.metering.list_meters(tenant).await?;
-        Ok(to_json_response(
-            StatusCode::OK,
-            &json!({ "meters": meters }),
-        ))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let meters = state.metering.list_meters(tenant).await?;
+    Ok(to_json_response(
+        StatusCode::OK,
+        &json!({ "meters": meters }),
+    ))
 }
 
 pub(super) async fn meter(
@@ -271,13 +261,9 @@ pub(super) async fn meter(
     _: Admin,
     Tenant(tenant): Tenant,
     Path(key): Path<String>,
-) -> Response {
-    let result = async {
-        let meter = state.metering.meter(tenant, &key).await?;
-        Ok(to_json_response(StatusCode::OK, &meter))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let meter = state.metering.meter(tenant, &key).await?;
+    Ok(to_json_response(StatusCode::OK, &meter))
 }
 
 pub(super) async fn update_meter(
@@ -287,18 +273,14 @@ pub(super) async fn update_meter(
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
     Body(body): Body,
-) -> Response {
-    let result = async {
-        let version = expected_version(&parse_query(raw.as_deref())?)?;
-        let changes: MeterChanges = json_body(&body, "meter change")?;
-        let meter = state
-            .metering
-            .update_meter(tenant, &key, version, changes)
-            .await?;
-        Ok(to_json_response(StatusCode::OK, &meter))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let version = expected_version(&parse_query(raw.as_deref())?)?;
+    let changes: MeterChanges = json_body(&body, "meter change")?;
+    let meter = state
+        .metering
+        .update_meter(tenant, &key, version, changes)
+        .await?;
+    Ok(to_json_response(StatusCode::OK, &meter))
 }
 
 pub(super) async fn delete_meter(
@@ -307,14 +289,10 @@ pub(super) async fn delete_meter(
     Tenant(tenant): Tenant,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Response {
-    let result = async {
-        let version = expected_version(&parse_query(raw.as_deref())?)?;
-        state.metering.delete_meter(tenant, &key, version).await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let version = expected_version(&parse_query(raw.as_deref())?)?;
+    state.metering.delete_meter(tenant, &key, version).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ----- queries -----
@@ -377,23 +355,19 @@ pub(super) async fn query(
     Tenant(tenant): Tenant,
     Path(key): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Response {
-    let result = async {
-        let query = usage_query(key, &parse_query(raw.as_deref())?)?;
-        let rows = state.metering.query(tenant, &query).await?;
-        Ok(to_json_response(
-            StatusCode::OK,
-            &json!({
-                "meter": query.meter,
-                "window": query.window,
-                "from": query.from,
-                "to": query.to,
-                "rows": rows,
-            }),
-        ))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let query = usage_query(key, &parse_query(raw.as_deref())?)?;
+    let rows = state.metering.query(tenant, &query).await?;
+    Ok(to_json_response(
+        StatusCode::OK,
+        &json!({
+            "meter": query.meter,
+            "window": query.window,
+            "from": query.from,
+            "to": query.to,
+            "rows": rows,
+        }),
+    ))
 }
 
 pub(super) async fn totals(
@@ -401,18 +375,14 @@ pub(super) async fn totals(
     _: Admin,
     Tenant(tenant): Tenant,
     RawQuery(raw): RawQuery,
-) -> Response {
-    let result = async {
-        let query = parse_query(raw.as_deref())?;
-        let (from, to) = (time_param(&query, "from")?, time_param(&query, "to")?);
-        let totals = state.metering.period_totals(tenant, from, to).await?;
-        Ok(to_json_response(
-            StatusCode::OK,
-            &json!({ "from": from, "to": to, "meters": totals }),
-        ))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let query = parse_query(raw.as_deref())?;
+    let (from, to) = (time_param(&query, "from")?, time_param(&query, "to")?);
+    let totals = state.metering.period_totals(tenant, from, to).await?;
+    Ok(to_json_response(
+        StatusCode::OK,
+        &json!({ "from": from, "to": to, "meters": totals }),
+    ))
 }
 
 // ----- quotas -----
@@ -423,14 +393,10 @@ pub(super) async fn set_quota(
     Tenant(tenant): Tenant,
     Path(key): Path<String>,
     Body(body): Body,
-) -> Response {
-    let result = async {
-        let limit: QuotaLimit = json_body(&body, "quota")?;
-        let quota = state.metering.set_quota(tenant, &key, limit).await?;
-        Ok(to_json_response(StatusCode::OK, &quota))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let limit: QuotaLimit = json_body(&body, "quota")?;
+    let quota = state.metering.set_quota(tenant, &key, limit).await?;
+    Ok(to_json_response(StatusCode::OK, &quota))
 }
 
 pub(super) async fn quota(
@@ -438,13 +404,9 @@ pub(super) async fn quota(
     _: Admin,
     Tenant(tenant): Tenant,
     Path(key): Path<String>,
-) -> Response {
-    let result = async {
-        let balance = state.metering.balance(tenant, &key).await?;
-        Ok(to_json_response(StatusCode::OK, &balance))
-    }
-    .await;
-    respond(result)
+) -> ApiResult {
+    let balance = state.metering.balance(tenant, &key).await?;
+    Ok(to_json_response(StatusCode::OK, &balance))
 }
 
 pub(super) async fn delete_quota(
@@ -452,16 +414,12 @@ pub(super) async fn delete_quota(
     _: Admin,
     Tenant(tenant): Tenant,
     Path(key): Path<String>,
-) -> Response {
-    let result = async {
-        if state.metering.delete_quota(tenant, &key).await? {
-            Ok(StatusCode::NO_CONTENT.into_response())
-        } else {
-            Err(Error::NotFound(format!("meter `{key}` has no quota")))
-        }
+) -> ApiResult {
+    if state.metering.delete_quota(tenant, &key).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Error::NotFound(format!("meter `{key}` has no quota")).into())
     }
-    .await;
-    respond(result)
 }
 
 /// The body of `POST /v1/meters/{key}/quota/check`.
@@ -481,24 +439,20 @@ pub(super) async fn check_quota(
     Tenant(tenant): Tenant,
     Path(key): Path<String>,
     Body(body): Body,
-) -> Response {
-    let result = async {
-        let request: CheckRequest = json_body(&body, "quota check")?;
-        let decision = state
-            .metering
-            .check_and_consume(tenant, &key, request.amount)
-            .await?;
-        if decision.allowed {
-            return Ok(to_json_response(StatusCode::OK, &decision));
-        }
-        let error = Error::QuotaExceeded(format!("the quota of meter `{key}` is exhausted"));
-        Ok(error_response(
-            &error,
-            Some(json!({ "decision": decision })),
-        ))
+) -> ApiResult {
+    let request: CheckRequest = json_body(&body, "quota check")?;
+    let decision = state
+        .metering
+        .check_and_consume(tenant, &key, request.amount)
+        .await?;
+    if decision.allowed {
+        return Ok(to_json_response(StatusCode::OK, &decision));
     }
-    .await;
-    respond(result)
+    let error = Error::QuotaExceeded(format!("the quota of meter `{key}` is exhausted"));
+    Ok(error_response(
+        &error,
+        Some(json!({ "decision": decision })),
+    ))
 }
 
 // ----- health -----
