@@ -37,7 +37,7 @@ use chrono::{DateTime, DurationRound, TimeZone as _, Utc};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_main};
 use tenancy::TenantId;
 use tenancy::core::clock::ManualClock;
-use tenancy::core::conformance::PgTestDatabase;
+use tenancy::core::conformance::{PgTestDatabase, sqlite_test_store};
 use tenancy::core::postgres::PgStore;
 use tenancy::core::sqlite::SqliteStore;
 use tenancy::metering::memory::MemoryMeteringStore;
@@ -145,10 +145,8 @@ async fn setup(name: &'static str, store: Arc<dyn MeteringStore>) -> (Metering, 
 
 async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("metering.db").display());
-    let store = SqliteStore::connect(&url).await.expect("sqlite");
-    store.migrate().await.expect("identity migrations");
-    migrate_sqlite(&store).await.expect("metering migrations");
+    let store =
+        sqlite_test_store(dir.path(), "metering.db", async |s| migrate_sqlite(s).await).await;
     let (metering, tenant) = setup("sqlite", Arc::new(store)).await;
     Backend {
         name: "sqlite",
@@ -162,19 +160,7 @@ async fn sqlite() -> Backend {
 async fn postgres() -> Option<Backend> {
     std::env::var("TENANCY_TEST_POSTGRES_URL").ok()?;
     let db = PgTestDatabase::create().await?;
-    let owner = PgStore::connect_with(db.owner_options())
-        .await
-        .expect("postgres");
-    owner.migrate().await.expect("identity migrations");
-    migrate_postgres(&owner).await.expect("metering migrations");
-    owner
-        .grant_app_role(PgTestDatabase::APP_ROLE)
-        .await
-        .expect("grant");
-    owner.pool().close().await;
-    let app = PgStore::connect_with(db.app_options())
-        .await
-        .expect("postgres app role");
+    let app = db.app_store(async |s| migrate_postgres(s).await).await;
     let (metering, tenant) = setup("postgres", Arc::new(app)).await;
     Some(Backend {
         name: "postgres",

@@ -29,11 +29,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, Utc};
 use tenancy_core::TenantId;
-use tenancy_core::conformance::PgTestDatabase;
+use tenancy_core::conformance::{PgTestDatabase, sqlite_test_store};
 use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
 use tenancy_core::events::{Event, EventBus, InProcessBus, InProcessConfig};
-use tenancy_core::postgres::PgStore;
-use tenancy_core::sqlite::SqliteStore;
 use tenancy_metering::memory::MemoryMeteringStore;
 use tenancy_metering::sql::{migrate_postgres, migrate_sqlite};
 use tenancy_metering::{
@@ -57,10 +55,8 @@ struct Store {
 
 async fn sqlite() -> Store {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("metering.db").display());
-    let store = SqliteStore::connect(&url).await.expect("sqlite");
-    store.migrate().await.expect("identity migrations");
-    migrate_sqlite(&store).await.expect("metering migrations");
+    let store =
+        sqlite_test_store(dir.path(), "metering.db", async |s| migrate_sqlite(s).await).await;
     Store {
         name: "sqlite",
         store: Arc::new(store),
@@ -72,19 +68,7 @@ async fn sqlite() -> Store {
 async fn postgres() -> Option<Store> {
     std::env::var("TENANCY_TEST_POSTGRES_URL").ok()?;
     let db = PgTestDatabase::create().await?;
-    let owner = PgStore::connect_with(db.owner_options())
-        .await
-        .expect("postgres");
-    owner.migrate().await.expect("identity migrations");
-    migrate_postgres(&owner).await.expect("metering migrations");
-    owner
-        .grant_app_role(PgTestDatabase::APP_ROLE)
-        .await
-        .expect("grant");
-    owner.pool().close().await;
-    let app = PgStore::connect_with(db.app_options())
-        .await
-        .expect("postgres app role");
+    let app = db.app_store(async |s| migrate_postgres(s).await).await;
     Some(Store {
         name: "postgres",
         store: Arc::new(app),
