@@ -25,6 +25,11 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ids;
 pub mod money;
 
+pub use ids::{
+    CreditNoteId, InvoiceId, PaymentId, PlanId, PriceId, ProductId, SubscriptionId,
+    WebhookDeliveryId, WebhookEndpointId,
+};
 pub use money::{Currency, Money, Rounding};

@@ -1,81 +1,81 @@
 //! Identifiers: UUID v7 newtypes, one per kind of thing, so a tenant id can never be
 //! passed where a user id is expected.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
 use crate::error::Error;
 
+/// Defines an identifier newtype over a UUID v7, like [`TenantId`]: `new`, `from_uuid`,
+/// `as_uuid`, `parse_field`, `Display`/`Debug`/`FromStr`, serde as the bare UUID.
+/// `$what` names the kind in errors (`"invoice"` → field `invoice_id`). Domain crates
+/// use it for their own ids; the calling crate needs `serde` and `uuid` as
+/// dependencies.
+#[macro_export]
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(transparent)]
-        pub struct $name(Uuid);
+        pub struct $name(::uuid::Uuid);
 
         impl $name {
             /// A new, time-ordered (UUID v7) identifier.
             #[must_use]
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self(::uuid::Uuid::now_v7())
             }
 
             /// Wraps an existing UUID (as read from storage or the wire).
             #[must_use]
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+            pub const fn from_uuid(uuid: ::uuid::Uuid) -> Self {
                 Self(uuid)
             }
 
             /// The underlying UUID.
             #[must_use]
-            pub const fn as_uuid(&self) -> Uuid {
+            pub const fn as_uuid(&self) -> ::uuid::Uuid {
                 self.0
             }
 
             /// Parses an identifier, naming `field` in the error when it is not a UUID.
-            pub fn parse_field(field: &str, value: &str) -> Result<Self, Error> {
-                Uuid::parse_str(value)
+            pub fn parse_field(field: &str, value: &str) -> ::std::result::Result<Self, $crate::Error> {
+                ::uuid::Uuid::parse_str(value)
                     .map(Self)
-                    .map_err(|_| Error::invalid(field, format!("`{value}` is not a valid {} id", $what)))
+                    .map_err(|_| $crate::Error::invalid(field, format!("`{value}` is not a valid {} id", $what)))
             }
         }
 
-        impl Default for $name {
+        impl ::std::default::Default for $name {
             fn default() -> Self {
                 Self::new()
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&self.0, f)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.0)
             }
         }
 
-        impl FromStr for $name {
-            type Err = Error;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::Error;
 
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
                 Self::parse_field(concat!($what, "_id"), s)
             }
         }
 
-        impl From<Uuid> for $name {
-            fn from(uuid: Uuid) -> Self {
+        impl ::std::convert::From<::uuid::Uuid> for $name {
+            fn from(uuid: ::uuid::Uuid) -> Self {
                 Self(uuid)
             }
         }
 
-        impl From<$name> for Uuid {
+        impl ::std::convert::From<$name> for ::uuid::Uuid {
             fn from(id: $name) -> Self {
                 id.0
             }
