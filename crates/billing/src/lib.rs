@@ -25,11 +25,38 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod calendar;
 pub mod ids;
+pub mod invoice;
+pub mod memory;
+pub mod model;
 pub mod money;
+pub mod price;
+pub mod service;
+pub mod store;
+pub mod usage;
 
+pub use calendar::{Interval, Period};
 pub use ids::{
     CreditNoteId, InvoiceId, PaymentId, PlanId, PriceId, ProductId, SubscriptionId,
     WebhookDeliveryId, WebhookEndpointId,
 };
+pub use memory::MemoryBillingStore;
+pub use model::{
+    Address, BillingReason, CreditNote, CreditNoteLine, CreditOutcome, Customer, Invoice,
+    InvoiceLine, InvoiceStatus, LineKind, Plan, Product, ScheduledChange, Subscription,
+    SubscriptionStatus,
+};
 pub use money::{Currency, Money, Rounding};
+pub use price::{Price, PriceKind, PriceModel, Tier};
+pub use service::{
+    AfterRetries, Billing, BillingConfig, Cancel, CustomerInput, CycleReport, Effective,
+    Idempotency, NewCreditNote, NewPlan, NewProduct, NewSubscription, PlanChange,
+    SubscriptionChange,
+};
+pub use store::{
+    BILLING_TOPIC, BillingStore, Changes, Due, DueKind, IdempotencyRecord, InvoiceFilter, Write,
+};
+#[cfg(feature = "metering")]
+pub use usage::MeteringUsage;
+pub use usage::{FixedUsage, UsageSource};

@@ -77,6 +77,12 @@ impl MemoryOutbox {
         Self::default()
     }
 
+    /// Whether an event with `id` was enqueued (and not purged).
+    #[must_use]
+    pub fn contains(&self, id: EventId) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
     /// See [`OutboxStore::enqueue`].
     pub fn enqueue(&mut self, topic: &str, event: &Event) -> Result<()> {
         check_topic(topic)?;
