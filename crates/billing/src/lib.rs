@@ -26,6 +26,8 @@
 #![deny(missing_docs)]
 
 pub mod calendar;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod ids;
 pub mod invoice;
 pub mod memory;
@@ -33,6 +35,8 @@ pub mod model;
 pub mod money;
 pub mod price;
 pub mod service;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 pub mod store;
 pub mod usage;
 

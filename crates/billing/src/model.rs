@@ -196,6 +196,10 @@ pub struct Subscription {
     /// A change that takes effect when the current period ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_change: Option<ScheduledChange>,
+    /// Whether the fees of the current period were invoiced (not when the period
+    /// started while paused): only invoiced fees are credited on changes.
+    #[serde(default = "yes")]
+    pub fee_invoiced: bool,
     /// Whether the current period's closing invoice is still due (false once the final
     /// period of an ended subscription has been closed).
     pub open: bool,
@@ -206,6 +210,10 @@ pub struct Subscription {
     pub version: u64,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+const fn yes() -> bool {
+    true
 }
 
 impl Subscription {

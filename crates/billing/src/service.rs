@@ -654,6 +654,7 @@ impl Billing {
                 ended_at: None,
                 paused_at: None,
                 scheduled_change: None,
+                fee_invoiced: trial_days == 0,
                 open: true,
                 latest_invoice_id: None,
                 version: 1,
@@ -899,7 +900,7 @@ impl Billing {
             if how.at_period_end {
                 sub.cancel_at_period_end = true;
             } else {
-                if how.prorate && sub.status != SubscriptionStatus::Trialing {
+                if how.prorate && sub.fee_invoiced && sub.status != SubscriptionStatus::Trialing {
                     let plan = self.store.get_plan(sub.plan_id).await?;
                     let lines = fee_credit_lines(&sub, &plan, now)?;
                     let mut customer = self.customer_for_billing(tenant).await?;
@@ -1076,6 +1077,22 @@ impl Billing {
         id: SubscriptionId,
         plans: &mut PlanCache,
     ) -> Result<Option<SubscriptionChange>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_close_period(tenant, id, plans).await {
+                Err(e) if e.kind() == ErrorKind::Conflict && attempt < ATTEMPTS => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_close_period(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        plans: &mut PlanCache,
+    ) -> Result<Option<SubscriptionChange>> {
         let mut sub = self.store.get_subscription(tenant, id).await?;
         let now = self.now();
         if sub.next_action_at().is_none_or(|at| at > now) {
@@ -1106,7 +1123,8 @@ impl Billing {
                 sub.status = SubscriptionStatus::Active;
             }
             sub.current_period = next_period(sub.anchor, plan.interval, closed.end)?;
-            if sub.status != SubscriptionStatus::Paused {
+            sub.fee_invoiced = sub.status != SubscriptionStatus::Paused;
+            if sub.fee_invoiced {
                 lines.extend(fee_lines(
                     &plan,
                     sub.quantity,
@@ -1631,24 +1649,19 @@ pub fn proration_lines(
     quantity: u32,
     at: DateTime<Utc>,
 ) -> Result<Vec<InvoiceLine>> {
-    if sub.status == SubscriptionStatus::Trialing {
+    // No fee was charged for the period (trial, or it started while paused): nothing to
+    // credit, and the new fees start with the next period too.
+    if sub.status == SubscriptionStatus::Trialing || !sub.fee_invoiced {
         return Ok(Vec::new());
     }
-    let paused = sub.status == SubscriptionStatus::Paused;
-    let mut lines = if paused {
-        Vec::new()
-    } else {
-        proration_pieces(sub, old, sub.quantity, at, LineKind::ProrationCredit)?
-    };
-    if !paused {
-        lines.extend(proration_pieces(
-            sub,
-            new,
-            quantity,
-            at,
-            LineKind::ProrationCharge,
-        )?);
-    }
+    let mut lines = proration_pieces(sub, old, sub.quantity, at, LineKind::ProrationCredit)?;
+    lines.extend(proration_pieces(
+        sub,
+        new,
+        quantity,
+        at,
+        LineKind::ProrationCharge,
+    )?);
     lines.retain(|l| l.amount != 0);
     Ok(lines)
 }
