@@ -27,9 +27,11 @@
 
 pub mod ids;
 pub mod money;
+pub mod signature;
 
 pub use ids::{
     CreditNoteId, InvoiceId, PaymentId, PlanId, PriceId, ProductId, SubscriptionId,
     WebhookDeliveryId, WebhookEndpointId,
 };
 pub use money::{Currency, Money, Rounding};
+pub use signature::SignatureError;
