@@ -27,11 +27,20 @@
 
 pub mod ids;
 pub mod money;
+pub mod payment;
 pub mod signature;
+#[cfg(feature = "stripe")]
+pub mod stripe;
 
 pub use ids::{
     CreditNoteId, InvoiceId, PaymentId, PlanId, PriceId, ProductId, SubscriptionId,
     WebhookDeliveryId, WebhookEndpointId,
 };
 pub use money::{Currency, Money, Rounding};
+pub use payment::{
+    ChargeOutcome, ChargeRequest, CustomerRequest, ManualProvider, PaymentProvider,
+    ProviderCustomerId, RefundOutcome, RefundRequest,
+};
 pub use signature::SignatureError;
+#[cfg(feature = "stripe")]
+pub use stripe::StripeProvider;
