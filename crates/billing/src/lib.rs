@@ -33,11 +33,15 @@ pub mod invoice;
 pub mod memory;
 pub mod model;
 pub mod money;
+pub mod payment;
 pub mod price;
 pub mod service;
+pub mod signature;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 pub mod store;
+#[cfg(feature = "stripe")]
+pub mod stripe;
 pub mod usage;
 
 pub use calendar::{Interval, Period};
@@ -52,15 +56,22 @@ pub use model::{
     SubscriptionStatus,
 };
 pub use money::{Currency, Money, Rounding};
+pub use payment::{
+    ChargeOutcome, ChargeRequest, CustomerRequest, ManualProvider, PaymentProvider,
+    ProviderCustomerId, RefundOutcome, RefundRequest,
+};
 pub use price::{Price, PriceKind, PriceModel, Tier};
 pub use service::{
     AfterRetries, Billing, BillingConfig, Cancel, CustomerInput, CycleReport, Effective,
     Idempotency, NewCreditNote, NewPlan, NewProduct, NewSubscription, PlanChange,
     SubscriptionChange,
 };
+pub use signature::SignatureError;
 pub use store::{
     BILLING_TOPIC, BillingStore, Changes, Due, DueKind, IdempotencyRecord, InvoiceFilter, Write,
 };
+#[cfg(feature = "stripe")]
+pub use stripe::StripeProvider;
 #[cfg(feature = "metering")]
 pub use usage::MeteringUsage;
 pub use usage::{FixedUsage, UsageSource};
