@@ -172,6 +172,11 @@ pub struct NewSubscription {
     /// the subscription (or its trial end) does.
     #[serde(default)]
     pub billing_anchor_day: Option<u32>,
+    /// Start in the past (at most a year ago, e.g. when migrating a customer): its
+    /// periods count from then, the first one's fees are invoiced now, and periods
+    /// that have already ended are closed by the next scheduler pass.
+    #[serde(default)]
+    pub backdate_start_date: Option<DateTime<Utc>>,
 }
 
 const fn one() -> u32 {
@@ -603,6 +608,15 @@ impl Billing {
         idem: Option<&Idempotency>,
     ) -> Result<SubscriptionChange> {
         check_quantity(input.quantity)?;
+        if let Some(start) = input.backdate_start_date {
+            let now = self.now();
+            if start > now || start < now - Duration::days(366) {
+                return Err(invalid(
+                    "backdate_start_date",
+                    "must be in the past, at most a year ago",
+                ));
+            }
+        }
         let plan = self
             .store
             .get_plan(input.plan_id)
@@ -632,7 +646,10 @@ impl Billing {
                     ),
                 ));
             }
-            let now = self.now();
+            let now = match input.backdate_start_date {
+                Some(start) => start,
+                None => self.now(),
+            };
             let trial_days = input.trial_days.unwrap_or(plan.trial_days).min(730);
             let paid_from = now + Duration::days(i64::from(trial_days));
             let anchor = match input.billing_anchor_day {

@@ -111,6 +111,7 @@ macro_rules! billing_suite {
                 store_test!(dunning);
                 store_test!(drafts_and_credit_notes);
                 store_test!(exactly_once_cycles);
+                store_test!(backdated_subscription);
             }
         )+
     };
@@ -137,6 +138,7 @@ async fn postgres_billing_rls() {
                     quantity: 1,
                     trial_days: None,
                     billing_anchor_day: None,
+                    backdate_start_date: None,
                 },
                 Some(&key),
             )
