@@ -1359,3 +1359,260 @@ pub async fn backdated_subscription(store: Arc<dyn BillingStore>) {
     }
     assert_eq!(billing.subscriptions(tenant).await.unwrap().len(), 1);
 }
+
+/// A payment provider following a script of outcomes, recording its charges.
+pub struct ScriptedProvider {
+    script: std::sync::Mutex<Vec<Result<crate::payment::ChargeOutcome>>>,
+    /// The idempotency keys of the charges made, in order.
+    pub keys: std::sync::Mutex<Vec<String>>,
+}
+
+impl ScriptedProvider {
+    /// A provider answering charges with `script`, in order (then `Succeeded`).
+    #[must_use]
+    pub fn new(script: Vec<Result<crate::payment::ChargeOutcome>>) -> Self {
+        Self {
+            script: std::sync::Mutex::new(script),
+            keys: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::payment::PaymentProvider for ScriptedProvider {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    async fn create_customer(
+        &self,
+        tenant: TenantId,
+        _request: &crate::payment::CustomerRequest,
+    ) -> Result<crate::payment::ProviderCustomerId> {
+        Ok(crate::payment::ProviderCustomerId::new(format!(
+            "cus_{}",
+            tenant.as_uuid().simple()
+        )))
+    }
+
+    async fn attach_payment_method(
+        &self,
+        _customer: &crate::payment::ProviderCustomerId,
+        _method: &str,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn charge(
+        &self,
+        request: &crate::payment::ChargeRequest,
+    ) -> Result<crate::payment::ChargeOutcome> {
+        self.keys
+            .lock()
+            .unwrap()
+            .push(request.idempotency_key.clone());
+        let mut script = self.script.lock().unwrap();
+        if script.is_empty() {
+            return Ok(crate::payment::ChargeOutcome::Succeeded {
+                provider_payment_id: format!("pi_{}", request.idempotency_key),
+            });
+        }
+        script.remove(0)
+    }
+
+    async fn refund(
+        &self,
+        _request: &crate::payment::RefundRequest,
+    ) -> Result<crate::payment::RefundOutcome> {
+        Err(Error::Unavailable("refunds are not scripted".into()))
+    }
+}
+
+/// Payment collection and provider events: the manual provider leaves invoices
+/// pending; a provider failing then succeeding drives dunning and recovery with one
+/// idempotency key per attempt; an unreachable provider is retried in 15 minutes;
+/// provider events apply once, out of order, and only to the tenant's invoices.
+pub async fn payments(store: Arc<dyn BillingStore>) {
+    use crate::payment::{ChargeOutcome, ManualProvider};
+    use crate::provider_events::{PaymentEvent, PaymentEventKind, PaymentEventOutcome};
+
+    // Manual: the charge is pending until an operator (or a webhook) settles it.
+    let (manual, clock, _) = billing(store.clone());
+    let manual = manual.with_payments(Arc::new(ManualProvider::new()));
+    let plan = pro_plan(&manual, "Pro", "30", 0).await;
+    let tenant = TenantId::new();
+    customer(&manual, tenant, "0").await;
+    let invoice = manual
+        .create_subscription(tenant, subscribe(plan.id), None)
+        .await
+        .unwrap()
+        .invoice
+        .unwrap();
+    assert_eq!(invoice.next_payment_attempt, Some(clock.now()));
+    let report = manual.collect_due(100).await.unwrap();
+    assert_eq!(report.pending, 1, "{report:?}");
+    let pending = manual.invoice(tenant, invoice.id).await.unwrap();
+    assert_eq!(pending.status, InvoiceStatus::Open);
+    assert!(pending.provider_payment_id.is_some());
+    assert_eq!(pending.next_payment_attempt, None);
+    assert!(
+        manual
+            .customer(tenant)
+            .await
+            .unwrap()
+            .provider_customer_id
+            .is_some()
+    );
+    assert_eq!(
+        manual.collect_due(100).await.unwrap(),
+        crate::service::PaymentReport::default()
+    );
+
+    // The provider's events: paid once; the same event again is a duplicate; a late
+    // failure of the paid invoice changes nothing; other tenants' and unknown
+    // invoices are ignored.
+    let paid = PaymentEvent {
+        provider: "stripe".into(),
+        event_id: format!("evt_{}", invoice.id.as_uuid().simple()),
+        event_type: "payment_intent.succeeded".into(),
+        kind: PaymentEventKind::Succeeded {
+            payment_id: pending.provider_payment_id.clone().unwrap(),
+        },
+        tenant: Some(tenant),
+        invoice: Some(invoice.id),
+    };
+    assert_eq!(
+        manual.apply_payment_event(&paid).await.unwrap(),
+        PaymentEventOutcome::Applied
+    );
+    assert_eq!(
+        manual.invoice(tenant, invoice.id).await.unwrap().status,
+        InvoiceStatus::Paid
+    );
+    assert_eq!(
+        manual.apply_payment_event(&paid).await.unwrap(),
+        PaymentEventOutcome::Duplicate
+    );
+    let late = PaymentEvent {
+        event_id: format!("evt_late_{}", invoice.id.as_uuid().simple()),
+        event_type: "payment_intent.payment_failed".into(),
+        kind: PaymentEventKind::Failed {
+            payment_id: "pi_old".into(),
+            reason: "declined".into(),
+        },
+        ..paid.clone()
+    };
+    assert_eq!(
+        manual.apply_payment_event(&late).await.unwrap(),
+        PaymentEventOutcome::Applied
+    );
+    let after = manual.invoice(tenant, invoice.id).await.unwrap();
+    assert_eq!(
+        (after.status, after.payment_attempts),
+        (InvoiceStatus::Paid, 0)
+    );
+    let foreign = PaymentEvent {
+        event_id: "evt_foreign".into(),
+        tenant: Some(TenantId::new()),
+        ..paid.clone()
+    };
+    assert_eq!(
+        manual.apply_payment_event(&foreign).await.unwrap(),
+        PaymentEventOutcome::Ignored
+    );
+    let unrelated = PaymentEvent {
+        event_id: "evt_none".into(),
+        tenant: None,
+        invoice: None,
+        ..paid.clone()
+    };
+    assert_eq!(
+        manual.apply_payment_event(&unrelated).await.unwrap(),
+        PaymentEventOutcome::Ignored
+    );
+
+    // Declined, then unreachable, then succeeded.
+    let provider = Arc::new(ScriptedProvider::new(vec![
+        Ok(ChargeOutcome::Failed {
+            provider_payment_id: Some("pi_a".into()),
+            reason: "card_declined".into(),
+            code: None,
+        }),
+        Err(Error::Unavailable("provider down".into())),
+    ]));
+    let (scripted, clock, _) = billing(store.clone());
+    let scripted = scripted.with_payments(provider.clone());
+    let t2 = TenantId::new();
+    customer(&scripted, t2, "0").await;
+    let created = scripted
+        .create_subscription(t2, subscribe(plan.id), None)
+        .await
+        .unwrap();
+    let (sub, invoice) = (created.subscription, created.invoice.unwrap());
+    assert_eq!(scripted.collect_due(100).await.unwrap().failed, 1);
+    assert_eq!(
+        scripted.subscription(t2, sub.id).await.unwrap().status,
+        SubscriptionStatus::PastDue
+    );
+    let failed = scripted.invoice(t2, invoice.id).await.unwrap();
+    assert_eq!(failed.payment_attempts, 1);
+    assert_eq!(failed.provider_payment_id.as_deref(), Some("pi_a"));
+    // A failure report of another payment than the latest is stale.
+    let stale = PaymentEvent {
+        provider: "stripe".into(),
+        event_id: "evt_stale".into(),
+        event_type: "payment_intent.payment_failed".into(),
+        kind: PaymentEventKind::Failed {
+            payment_id: "pi_other".into(),
+            reason: "declined".into(),
+        },
+        tenant: Some(t2),
+        invoice: Some(invoice.id),
+    };
+    scripted.apply_payment_event(&stale).await.unwrap();
+    assert_eq!(
+        scripted
+            .invoice(t2, invoice.id)
+            .await
+            .unwrap()
+            .payment_attempts,
+        1
+    );
+    assert_eq!(
+        scripted.collect_due(100).await.unwrap().succeeded,
+        0,
+        "not due before the retry"
+    );
+    clock.advance(Duration::days(1));
+    assert_eq!(scripted.collect_due(100).await.unwrap().errors, 1);
+    let waiting = scripted.invoice(t2, invoice.id).await.unwrap();
+    assert_eq!(
+        waiting.next_payment_attempt,
+        Some(clock.now() + Duration::minutes(15))
+    );
+    assert_eq!(
+        waiting.payment_attempts, 1,
+        "an unreachable provider is no failed attempt"
+    );
+    clock.advance(Duration::minutes(15));
+    assert_eq!(scripted.collect_due(100).await.unwrap().succeeded, 1);
+    let paid = scripted.invoice(t2, invoice.id).await.unwrap();
+    assert_eq!(paid.status, InvoiceStatus::Paid);
+    assert_eq!(
+        scripted.subscription(t2, sub.id).await.unwrap().status,
+        SubscriptionStatus::Active
+    );
+    let keys = provider.keys.lock().unwrap().clone();
+    assert_eq!(
+        keys,
+        vec![
+            format!("{}-1", invoice.id),
+            format!("{}-2", invoice.id),
+            format!("{}-2", invoice.id)
+        ]
+    );
+    assert_eq!(
+        scripted.customer(t2).await.unwrap().provider_customer_id,
+        Some(format!("cus_{}", t2.as_uuid().simple()))
+    );
+}

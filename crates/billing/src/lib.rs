@@ -35,6 +35,7 @@ pub mod model;
 pub mod money;
 pub mod payment;
 pub mod price;
+pub mod provider_events;
 pub mod service;
 pub mod signature;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -61,9 +62,10 @@ pub use payment::{
     ProviderCustomerId, RefundOutcome, RefundRequest,
 };
 pub use price::{Price, PriceKind, PriceModel, Tier};
+pub use provider_events::{PaymentEvent, PaymentEventKind, PaymentEventOutcome};
 pub use service::{
     AfterRetries, Billing, BillingConfig, Cancel, CustomerInput, CycleReport, Effective,
-    Idempotency, NewCreditNote, NewPlan, NewProduct, NewSubscription, PlanChange,
+    Idempotency, NewCreditNote, NewPlan, NewProduct, NewSubscription, PaymentReport, PlanChange,
     SubscriptionChange,
 };
 pub use signature::SignatureError;

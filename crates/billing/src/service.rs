@@ -33,8 +33,14 @@ use crate::model::{
     SubscriptionStatus,
 };
 use crate::money::{Currency, Money};
+use crate::payment::{
+    ChargeOutcome, ChargeRequest, CustomerRequest, PaymentProvider, ProviderCustomerId,
+};
 use crate::price::{Price, PriceKind};
-use crate::store::{BillingStore, Changes, DueKind, IdempotencyRecord, InvoiceFilter, Write};
+use crate::provider_events::{PaymentEvent, PaymentEventKind, PaymentEventOutcome};
+use crate::store::{
+    BillingStore, Changes, DueKind, IdempotencyRecord, InvoiceFilter, ProviderEvent, Write,
+};
 use crate::usage::UsageSource;
 
 /// How often a change that lost a version race is tried again.
@@ -257,6 +263,7 @@ pub struct CycleReport {
 pub struct Billing {
     store: Arc<dyn BillingStore>,
     usage: Arc<dyn UsageSource>,
+    payments: Option<Arc<dyn PaymentProvider>>,
     clock: Arc<dyn Clock>,
     config: BillingConfig,
 }
@@ -277,9 +284,20 @@ impl Billing {
         Self {
             store,
             usage,
+            payments: None,
             clock: Arc::new(SystemClock),
             config: BillingConfig::default(),
         }
+    }
+
+    /// The same engine collecting finalized invoices through `provider`: each open
+    /// invoice with an amount due is charged by [`Billing::collect_due`] (the
+    /// scheduler), and charged again on the dunning schedule after a failure. Without
+    /// a provider, invoices stay open until [`Billing::mark_paid`].
+    #[must_use]
+    pub fn with_payments(mut self, provider: Arc<dyn PaymentProvider>) -> Self {
+        self.payments = Some(provider);
+        self
     }
 
     /// The same engine on another clock (tests, simulations).
@@ -757,6 +775,9 @@ impl Billing {
     ) -> Result<()> {
         let now = self.now();
         finalize(invoice, customer, now)?;
+        if self.payments.is_some() && invoice.status == InvoiceStatus::Open {
+            invoice.next_payment_attempt = Some(now);
+        }
         if changes.customer.is_none() {
             customer.version += 1;
         }
@@ -1315,11 +1336,27 @@ impl Billing {
         provider_payment_id: Option<String>,
         idem: Option<&Idempotency>,
     ) -> Result<Invoice> {
+        self.settle_paid(tenant, id, provider_payment_id, idem, None)
+            .await
+    }
+
+    async fn settle_paid(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        provider_payment_id: Option<String>,
+        idem: Option<&Idempotency>,
+        provider_event: Option<&ProviderEvent>,
+    ) -> Result<Invoice> {
         let payment = &provider_payment_id;
         self.transact(tenant, idem, || async move {
             let mut invoice = self.store.get_invoice(tenant, id).await?;
             if invoice.status == InvoiceStatus::Paid {
-                return Ok((Changes::default(), invoice));
+                let changes = Changes {
+                    provider_event: provider_event.cloned(),
+                    ..Changes::default()
+                };
+                return Ok((changes, invoice));
             }
             if !matches!(
                 invoice.status,
@@ -1339,7 +1376,10 @@ impl Billing {
                 invoice.provider_payment_id.clone_from(payment);
             }
             invoice.version += 1;
-            let mut changes = Changes::default();
+            let mut changes = Changes {
+                provider_event: provider_event.cloned(),
+                ..Changes::default()
+            };
             changes
                 .events
                 .push(self.event(tenant, "invoice.paid", id, &invoice)?);
@@ -1370,10 +1410,36 @@ impl Billing {
         reason: &str,
         idem: Option<&Idempotency>,
     ) -> Result<Invoice> {
+        self.settle_failed(tenant, id, reason, None, idem, None)
+            .await
+    }
+
+    /// Records a failed payment attempt. With `stale_check`, a report about another
+    /// payment than the invoice's latest (a late report of an older attempt) changes
+    /// nothing.
+    async fn settle_failed(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        reason: &str,
+        stale_check: Option<&str>,
+        idem: Option<&Idempotency>,
+        provider_event: Option<&ProviderEvent>,
+    ) -> Result<Invoice> {
         self.transact(tenant, idem, || async move {
             let mut invoice = self.store.get_invoice(tenant, id).await?;
-            if invoice.status != InvoiceStatus::Open {
-                return Ok((Changes::default(), invoice));
+            let stale = stale_check.is_some_and(|p| {
+                invoice
+                    .provider_payment_id
+                    .as_deref()
+                    .is_some_and(|current| current != p)
+            });
+            if invoice.status != InvoiceStatus::Open || stale {
+                let changes = Changes {
+                    provider_event: provider_event.cloned(),
+                    ..Changes::default()
+                };
+                return Ok((changes, invoice));
             }
             let now = self.now();
             invoice.payment_attempts += 1;
@@ -1381,7 +1447,10 @@ impl Billing {
                 .ok()
                 .and_then(|i| self.config.retry_schedule.get(i));
             invoice.next_payment_attempt = retry.map(|d| now + *d);
-            let mut changes = Changes::default();
+            let mut changes = Changes {
+                provider_event: provider_event.cloned(),
+                ..Changes::default()
+            };
             changes.events.push(self.event(
                 tenant,
                 "invoice.payment_failed",
@@ -1538,6 +1607,200 @@ impl Billing {
         })
         .await
     }
+    // ---- payments ----
+
+    /// Charges every open invoice whose payment attempt is due (at most `limit`)
+    /// through the payment provider: see [`Billing::collect`]. Failures are logged
+    /// and counted; the invoice is tried again later.
+    pub async fn collect_due(&self, limit: u32) -> Result<PaymentReport> {
+        let mut report = PaymentReport::default();
+        if self.payments.is_none() {
+            return Ok(report);
+        }
+        for item in self
+            .store
+            .due(DueKind::PaymentRetry, self.now(), limit)
+            .await?
+        {
+            let id = InvoiceId::from_uuid(item.id);
+            match self.collect(item.tenant_id, id).await {
+                Ok(Some(ChargeOutcome::Succeeded { .. })) => report.succeeded += 1,
+                Ok(Some(ChargeOutcome::Pending { .. })) => report.pending += 1,
+                Ok(Some(ChargeOutcome::Failed { .. })) => report.failed += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %item.tenant_id, invoice = %id, error = %e, "collecting an invoice failed");
+                    report.errors += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Charges an open invoice's amount due now (`None` when there is nothing to
+    /// charge, or no provider). The charge's idempotency key is the invoice and the
+    /// attempt number, so a crash and a retry never charge twice. Succeeded: the
+    /// invoice is paid; pending: it waits for the provider's webhook (or an
+    /// operator); failed: dunning. The tenant gets a customer at the provider on its
+    /// first charge. A provider error (unreachable) leaves the invoice due again in 15
+    /// minutes.
+    pub async fn collect(&self, tenant: TenantId, id: InvoiceId) -> Result<Option<ChargeOutcome>> {
+        let Some(provider) = self.payments.clone() else {
+            return Ok(None);
+        };
+        let invoice = self.store.get_invoice(tenant, id).await?;
+        if invoice.status != InvoiceStatus::Open || invoice.amount_due <= 0 {
+            return Ok(None);
+        }
+        let customer = self.provider_customer(tenant, provider.as_ref()).await?;
+        let attempt = invoice.payment_attempts + 1;
+        let request = ChargeRequest {
+            tenant,
+            invoice: id,
+            customer,
+            amount: Money::new(invoice.amount_due, invoice.currency),
+            description: format!("Invoice {}", invoice.number.as_deref().unwrap_or_default()),
+            idempotency_key: format!("{id}-{attempt}"),
+        };
+        let outcome = match provider.charge(&request).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let retry = self.now() + Duration::minutes(15);
+                self.update_invoice(tenant, id, None, |_, invoice, _| {
+                    invoice.next_payment_attempt = Some(retry);
+                    Ok(())
+                })
+                .await?;
+                return Err(e);
+            }
+        };
+        match &outcome {
+            ChargeOutcome::Succeeded {
+                provider_payment_id,
+            } => {
+                self.settle_paid(tenant, id, Some(provider_payment_id.clone()), None, None)
+                    .await?;
+            }
+            ChargeOutcome::Pending {
+                provider_payment_id,
+            } => {
+                let payment = provider_payment_id.clone();
+                self.update_invoice(tenant, id, None, move |_, invoice, _| {
+                    invoice.provider_payment_id = Some(payment.clone());
+                    invoice.next_payment_attempt = None;
+                    Ok(())
+                })
+                .await?;
+            }
+            ChargeOutcome::Failed {
+                provider_payment_id,
+                reason,
+                ..
+            } => {
+                if let Some(p) = provider_payment_id {
+                    let payment = p.clone();
+                    self.update_invoice(tenant, id, None, move |_, invoice, _| {
+                        invoice.provider_payment_id = Some(payment.clone());
+                        Ok(())
+                    })
+                    .await?;
+                }
+                self.settle_failed(tenant, id, reason, None, None, None)
+                    .await?;
+            }
+        }
+        Ok(Some(outcome))
+    }
+
+    /// The tenant's customer id at the provider, created there (and saved) on first use.
+    async fn provider_customer(
+        &self,
+        tenant: TenantId,
+        provider: &dyn PaymentProvider,
+    ) -> Result<ProviderCustomerId> {
+        let customer = self.customer_for_billing(tenant).await?;
+        if let Some(id) = &customer.provider_customer_id {
+            return Ok(ProviderCustomerId::new(id.clone()));
+        }
+        let request = CustomerRequest {
+            name: customer.name.clone(),
+            email: tenancy_core::identity::Email::parse(&customer.email).ok(),
+        };
+        let created = provider.create_customer(tenant, &request).await?;
+        let id = created.as_str().to_owned();
+        let id = &id;
+        self.transact(tenant, None, || async move {
+            let mut c = self.store.get_customer(tenant).await?;
+            c.provider_customer_id = Some(id.clone());
+            c.version += 1;
+            Ok((
+                Changes {
+                    customer: Some(Write::Update(c.clone())),
+                    ..Changes::default()
+                },
+                c,
+            ))
+        })
+        .await?;
+        Ok(created)
+    }
+
+    /// Applies a verified payment-provider event (see [`crate::provider_events`]):
+    /// once per event id, whatever the order events arrive in.
+    pub async fn apply_payment_event(&self, event: &PaymentEvent) -> Result<PaymentEventOutcome> {
+        let (Some(tenant), Some(invoice)) = (event.tenant, event.invoice) else {
+            return Ok(PaymentEventOutcome::Ignored);
+        };
+        let record = ProviderEvent {
+            provider: event.provider.clone(),
+            event_id: event.event_id.clone(),
+        };
+        let applied = match &event.kind {
+            PaymentEventKind::Succeeded { payment_id } => {
+                self.settle_paid(
+                    tenant,
+                    invoice,
+                    Some(payment_id.clone()),
+                    None,
+                    Some(&record),
+                )
+                .await
+            }
+            PaymentEventKind::Failed { payment_id, reason } => {
+                self.settle_failed(
+                    tenant,
+                    invoice,
+                    reason,
+                    Some(payment_id),
+                    None,
+                    Some(&record),
+                )
+                .await
+            }
+            PaymentEventKind::Other(_) => return Ok(PaymentEventOutcome::Ignored),
+        };
+        match applied {
+            Ok(_) => Ok(PaymentEventOutcome::Applied),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PaymentEventOutcome::Duplicate),
+            // Not one of our invoices (or another tenant's): nothing to do, and nothing a
+            // redelivery would change.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(PaymentEventOutcome::Ignored),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a [`Billing::collect_due`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PaymentReport {
+    /// Invoices paid.
+    pub succeeded: usize,
+    /// Charges waiting for the provider or an operator.
+    pub pending: usize,
+    /// Charges the provider refused (dunning goes on).
+    pub failed: usize,
+    /// Charges that could not be made (tried again later).
+    pub errors: usize,
 }
 
 fn check_name(field: &str, value: &str) -> Result<()> {

@@ -112,6 +112,7 @@ macro_rules! billing_suite {
                 store_test!(drafts_and_credit_notes);
                 store_test!(exactly_once_cycles);
                 store_test!(backdated_subscription);
+                store_test!(payments);
             }
         )+
     };
