@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+
+use futures_util::StreamExt as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -69,6 +71,8 @@ pub struct BillingConfig {
     pub after_retries: AfterRetries,
     /// The `source` of emitted events.
     pub source: String,
+    /// How many periods a scheduler pass closes at once.
+    pub concurrency: usize,
 }
 
 impl Default for BillingConfig {
@@ -78,6 +82,7 @@ impl Default for BillingConfig {
             retry_schedule: vec![Duration::days(1), Duration::days(3), Duration::days(5)],
             after_retries: AfterRetries::CancelSubscription,
             source: "/tenancy/billing".into(),
+            concurrency: 8,
         }
     }
 }
@@ -1079,18 +1084,29 @@ impl Billing {
             .store
             .due(DueKind::PeriodEnd, self.now(), limit)
             .await?;
+        let plans = PlanCache::default();
+        let plans = &plans;
+        let outcomes: Vec<_> = futures_util::stream::iter(due)
+            .map(|item| async move {
+                let id = SubscriptionId::from_uuid(item.id);
+                (
+                    item,
+                    self.close_period_with(item.tenant_id, id, plans).await,
+                )
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
         let mut report = CycleReport::default();
-        let mut plans = PlanCache::default();
-        for item in due {
-            let id = SubscriptionId::from_uuid(item.id);
-            match self.close_period_with(item.tenant_id, id, &mut plans).await {
+        for (item, outcome) in outcomes {
+            match outcome {
                 Ok(Some(closed)) => {
                     report.closed += 1;
                     report.invoiced += usize::from(closed.invoice.is_some());
                 }
                 Ok(None) => report.skipped += 1,
                 Err(e) => {
-                    tracing::warn!(tenant = %item.tenant_id, subscription = %id, error = %e, "closing a billing period failed");
+                    tracing::warn!(tenant = %item.tenant_id, subscription = %item.id, error = %e, "closing a billing period failed");
                     report.failed += 1;
                 }
             }
@@ -1105,7 +1121,7 @@ impl Billing {
         tenant: TenantId,
         id: SubscriptionId,
     ) -> Result<Option<SubscriptionChange>> {
-        self.close_period_with(tenant, id, &mut PlanCache::default())
+        self.close_period_with(tenant, id, &PlanCache::default())
             .await
     }
 
@@ -1113,7 +1129,7 @@ impl Billing {
         &self,
         tenant: TenantId,
         id: SubscriptionId,
-        plans: &mut PlanCache,
+        plans: &PlanCache,
     ) -> Result<Option<SubscriptionChange>> {
         let mut attempt = 0;
         loop {
@@ -1129,7 +1145,7 @@ impl Billing {
         &self,
         tenant: TenantId,
         id: SubscriptionId,
-        plans: &mut PlanCache,
+        plans: &PlanCache,
     ) -> Result<Option<SubscriptionChange>> {
         let mut sub = self.store.get_subscription(tenant, id).await?;
         let now = self.now();
@@ -1948,15 +1964,24 @@ pub fn proration_lines(
 
 /// Plans read during a scheduler pass (plans change rarely; a pass reads each once).
 #[derive(Default)]
-struct PlanCache(HashMap<PlanId, Plan>);
+struct PlanCache(std::sync::Mutex<HashMap<PlanId, Arc<Plan>>>);
 
 impl PlanCache {
-    async fn get(&mut self, store: &dyn BillingStore, id: PlanId) -> Result<Plan> {
-        if let Some(p) = self.0.get(&id) {
-            return Ok(p.clone());
+    async fn get(&self, store: &dyn BillingStore, id: PlanId) -> Result<Arc<Plan>> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        if let Some(p) = cached {
+            return Ok(p);
         }
-        let plan = store.get_plan(id).await?;
-        self.0.insert(id, plan.clone());
+        let plan = Arc::new(store.get_plan(id).await?);
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, plan.clone());
         Ok(plan)
     }
 }

@@ -40,11 +40,13 @@ fn write_error(e: sqlx::Error, taken: impl FnOnce(&str) -> String) -> Error {
 }
 
 /// Generates [`crate::BillingStore`] for `$store` over database `$db`. `$global`
-/// opens a transaction outside any tenant (`write` as for `tenant_transaction`),
-/// `$purge` one allowed to delete expired idempotency keys of every tenant, and
-/// `$enqueue` is tenancy-core's outbox `enqueue` of that backend.
+/// opens a write transaction outside any tenant, `$read` a connection that reads one
+/// tenant's rows and `$read_global` one that reads shared rows (each a single round
+/// trip where the backend allows), `$purge` a transaction allowed to delete expired
+/// idempotency keys of every tenant, and `$enqueue` is tenancy-core's outbox
+/// `enqueue` of that backend.
 macro_rules! sql_billing_store {
-    ($store:ty, $db:ty, $global:path, $purge:path, $enqueue:path) => {
+    ($store:ty, $db:ty, $global:path, $read:path, $read_global:path, $purge:path, $enqueue:path) => {
         use async_trait::async_trait;
         use chrono::{DateTime, Utc};
         use sqlx::Row as _;
@@ -205,6 +207,9 @@ macro_rules! sql_billing_store {
                     }
                 }
             }
+            if matches!(w, Write::Insert(_)) && s.next_action_at().is_none() {
+                return Ok(());
+            }
             schedule(tx, DueKind::PeriodEnd, tenant, s.id.as_uuid(), s.next_action_at()).await
         }
 
@@ -258,6 +263,9 @@ macro_rules! sql_billing_store {
                         return Err(missed(tx, "billing_invoices", tenant, i.id.as_uuid(), "invoice").await?);
                     }
                 }
+            }
+            if matches!(w, Write::Insert(_)) && i.next_action_at().is_none() {
+                return Ok(());
             }
             schedule(tx, DueKind::PaymentRetry, tenant, i.id.as_uuid(), i.next_action_at()).await
         }
@@ -327,7 +335,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn get_product(&self, id: ProductId) -> Result<Product> {
-                let mut tx = $global(self, false).await?;
+                let mut tx = $read_global(self).await?;
                 let row = sqlx::query("SELECT doc FROM billing_products WHERE id = $1")
                     .bind(id.as_uuid())
                     .fetch_optional(&mut *tx)
@@ -337,7 +345,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn list_products(&self) -> Result<Vec<Product>> {
-                let mut tx = $global(self, false).await?;
+                let mut tx = $read_global(self).await?;
                 let rows = sqlx::query("SELECT doc FROM billing_products ORDER BY id")
                     .fetch_all(&mut *tx)
                     .await?;
@@ -387,7 +395,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn get_plan(&self, id: PlanId) -> Result<Plan> {
-                let mut tx = $global(self, false).await?;
+                let mut tx = $read_global(self).await?;
                 let row = sqlx::query("SELECT doc FROM billing_plans WHERE id = $1")
                     .bind(id.as_uuid())
                     .fetch_optional(&mut *tx)
@@ -397,7 +405,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn list_plans(&self) -> Result<Vec<Plan>> {
-                let mut tx = $global(self, false).await?;
+                let mut tx = $read_global(self).await?;
                 let rows = sqlx::query("SELECT doc FROM billing_plans ORDER BY id")
                     .fetch_all(&mut *tx)
                     .await?;
@@ -413,7 +421,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn get_customer(&self, tenant: TenantId) -> Result<Customer> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let row = sqlx::query("SELECT doc FROM billing_customers WHERE tenant_id = $1")
                     .bind(tenant.as_uuid())
                     .fetch_optional(&mut *tx)
@@ -423,7 +431,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn get_subscription(&self, tenant: TenantId, id: SubscriptionId) -> Result<Subscription> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let row = sqlx::query("SELECT doc FROM billing_subscriptions WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.as_uuid())
                     .bind(id.as_uuid())
@@ -434,7 +442,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn list_subscriptions(&self, tenant: TenantId) -> Result<Vec<Subscription>> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let rows = sqlx::query("SELECT doc FROM billing_subscriptions WHERE tenant_id = $1 ORDER BY id")
                     .bind(tenant.as_uuid())
                     .fetch_all(&mut *tx)
@@ -443,7 +451,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn get_invoice(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let row = sqlx::query("SELECT doc FROM billing_invoices WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.as_uuid())
                     .bind(id.as_uuid())
@@ -454,7 +462,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn list_invoices(&self, tenant: TenantId, filter: &InvoiceFilter, limit: u32) -> Result<Vec<Invoice>> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let rows = sqlx::query(
                     "SELECT doc FROM billing_invoices WHERE tenant_id = $1 \
                      AND ($2 IS NULL OR subscription_id = $2) AND ($3 IS NULL OR status = $3) \
@@ -470,7 +478,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn list_credit_notes(&self, tenant: TenantId, invoice: InvoiceId) -> Result<Vec<CreditNote>> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let rows = sqlx::query(
                     "SELECT doc FROM billing_credit_notes WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY id",
                 )
@@ -482,7 +490,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn get_idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
-                let mut tx = self.tenant_transaction(tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let row = sqlx::query(
                     "SELECT fingerprint, response, created_at_us FROM billing_idempotency WHERE tenant_id = $1 AND key = $2",
                 )
@@ -512,7 +520,7 @@ macro_rules! sql_billing_store {
             }
 
             async fn due(&self, kind: DueKind, now: DateTime<Utc>, limit: u32) -> Result<Vec<Due>> {
-                let mut tx = $global(self, false).await?;
+                let mut tx = $read_global(self).await?;
                 let rows = sqlx::query(
                     "SELECT tenant_id, object_id, due_at_us FROM billing_schedule \
                      WHERE kind = $1 AND due_at_us <= $2 ORDER BY due_at_us, object_id LIMIT $3",
@@ -538,30 +546,38 @@ macro_rules! sql_billing_store {
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
+    use sqlx::Sqlite;
+    use sqlx::pool::PoolConnection;
     use tenancy_core::sqlite::SqliteStore;
 
     async fn global(
         store: &SqliteStore,
-        write: bool,
-    ) -> tenancy_core::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        let tx = if write {
-            store.pool().begin_with("BEGIN IMMEDIATE").await
-        } else {
-            store.pool().begin().await
-        };
-        tx.map_err(tenancy_core::Error::from)
+        _write: bool,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        Ok(store.pool().begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn purge(
-        store: &SqliteStore,
-    ) -> tenancy_core::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    /// Reads need no transaction in SQLite (a statement sees one snapshot, and there
+    /// is no row-level security): a pooled connection saves the `BEGIN` and the
+    /// rollback, each a hop to the connection's worker thread.
+    async fn read(store: &SqliteStore, _tenant: TenantId) -> Result<PoolConnection<Sqlite>> {
+        Ok(store.pool().acquire().await?)
+    }
+
+    async fn read_global(store: &SqliteStore) -> Result<PoolConnection<Sqlite>> {
+        Ok(store.pool().acquire().await?)
+    }
+
+    async fn purge(store: &SqliteStore) -> Result<sqlx::Transaction<'static, Sqlite>> {
         global(store, true).await
     }
 
     sql_billing_store!(
         SqliteStore,
-        sqlx::Sqlite,
+        Sqlite,
         global,
+        read,
+        read_global,
         purge,
         tenancy_core::sqlite::enqueue
     );
@@ -576,22 +592,32 @@ mod sqlite {
 
 #[cfg(feature = "postgres")]
 mod postgres {
+    use sqlx::pool::PoolConnection;
+    use sqlx::{AssertSqlSafe, Postgres};
     use tenancy_core::postgres::PgStore;
 
-    async fn global(
-        store: &PgStore,
-        _write: bool,
-    ) -> tenancy_core::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        store
-            .pool()
-            .begin()
-            .await
-            .map_err(tenancy_core::Error::from)
+    async fn global(store: &PgStore, _write: bool) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(store.pool().begin().await?)
     }
 
-    async fn purge(
+    /// A transaction with `app.tenant_id` set, opened in one round trip (`BEGIN` and
+    /// `SET LOCAL` sent together; the tenant id is a formatted UUID, never user text).
+    async fn read(
         store: &PgStore,
-    ) -> tenancy_core::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        tenant: TenantId,
+    ) -> Result<sqlx::Transaction<'static, Postgres>> {
+        let statement = format!(
+            "BEGIN; SET LOCAL app.tenant_id = '{}'",
+            tenant.as_uuid().hyphenated()
+        );
+        Ok(store.pool().begin_with(AssertSqlSafe(statement)).await?)
+    }
+
+    async fn read_global(store: &PgStore) -> Result<PoolConnection<Postgres>> {
+        Ok(store.pool().acquire().await?)
+    }
+
+    async fn purge(store: &PgStore) -> Result<sqlx::Transaction<'static, Postgres>> {
         let mut tx = global(store, true).await?;
         sqlx::query("SELECT set_config('app.billing_purge', 'on', true)")
             .execute(&mut *tx)
@@ -601,8 +627,10 @@ mod postgres {
 
     sql_billing_store!(
         PgStore,
-        sqlx::Postgres,
+        Postgres,
         global,
+        read,
+        read_global,
         purge,
         tenancy_core::postgres::enqueue
     );

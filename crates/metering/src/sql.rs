@@ -44,10 +44,10 @@ fn stored_quota<T>(r: Result<T>) -> Result<T> {
 }
 
 /// Generates the backend-independent part of `MeteringStore` and `QuotaCounter` for
-/// `$store`; `$begin` opens the backend's tenant-scoped transaction and `$ingest` is
-/// its batch write.
+/// `$store`; `$begin` opens the backend's tenant-scoped transaction, `$read` a
+/// connection that reads one tenant's rows, and `$ingest` is its batch write.
 macro_rules! sql_metering_store {
-    ($store:ty, $db:ty, $begin:path, $ingest:path) => {
+    ($store:ty, $db:ty, $begin:path, $read:path, $ingest:path) => {
         fn db(e: sqlx::Error) -> tenancy_core::Error {
             tenancy_core::Error::from(e)
         }
@@ -134,7 +134,7 @@ macro_rules! sql_metering_store {
                 tenant: tenancy_core::TenantId,
                 key: &crate::model::MeterKey,
             ) -> tenancy_core::Result<crate::model::Meter> {
-                let mut tx = $begin(self, tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let row = sqlx::query(
                     "SELECT definition FROM usage_meters WHERE tenant_id = $1 AND meter_key = $2",
                 )
@@ -153,7 +153,7 @@ macro_rules! sql_metering_store {
                 &self,
                 tenant: tenancy_core::TenantId,
             ) -> tenancy_core::Result<Vec<crate::model::Meter>> {
-                let mut tx = $begin(self, tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let rows = sqlx::query("SELECT definition FROM usage_meters WHERE tenant_id = $1")
                     .bind(tenant.as_uuid())
                     .fetch_all(&mut *tx)
@@ -250,7 +250,7 @@ macro_rules! sql_metering_store {
                 from: i64,
                 to: i64,
             ) -> tenancy_core::Result<Vec<crate::rollup::RollupRow>> {
-                let mut tx = $begin(self, tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let rows = sqlx::query(
                     "SELECT window_start, group_key, events, CAST(value AS TEXT) AS value, \
                      latest_time, latest_id, saturated FROM usage_rollups \
@@ -284,7 +284,7 @@ macro_rules! sql_metering_store {
                 to: i64,
             ) -> tenancy_core::Result<Vec<crate::rollup::UniqueValue>> {
                 use sqlx::Row as _;
-                let mut tx = $begin(self, tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let rows = sqlx::query(
                     "SELECT window_start, group_key, value FROM usage_unique_values \
                      WHERE tenant_id = $1 AND meter_key = $2 AND window_size = $3 \
@@ -352,7 +352,7 @@ macro_rules! sql_metering_store {
                 tenant: tenancy_core::TenantId,
                 key: &crate::model::MeterKey,
             ) -> tenancy_core::Result<Option<crate::model::Quota>> {
-                let mut tx = $begin(self, tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let row = sqlx::query(
                     "SELECT meter_key, period, quota_limit, mode, updated_at FROM usage_quotas \
                      WHERE tenant_id = $1 AND meter_key = $2",
@@ -461,7 +461,7 @@ macro_rules! sql_metering_store {
                 meter: &crate::model::MeterKey,
                 period_start: i64,
             ) -> tenancy_core::Result<i64> {
-                let mut tx = $begin(self, tenant, false).await?;
+                let mut tx = $read(self, tenant).await?;
                 let used: Option<i64> = sqlx::query_scalar(
                     "SELECT used FROM usage_quota_counters \
                      WHERE tenant_id = $1 AND meter_key = $2 AND period_start = $3",

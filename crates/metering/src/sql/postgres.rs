@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::model::Aggregation;
 use crate::rollup::{CellDelta, CellKey, IngestBatch};
 
-super::sql_metering_store!(PgStore, Postgres, begin, ingest);
+super::sql_metering_store!(PgStore, Postgres, begin, read, ingest);
 
 /// Applies the metering migrations to a PostgreSQL database.
 pub async fn migrate_postgres(store: &PgStore) -> Result<()> {
@@ -82,6 +82,11 @@ async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> R
 /// Opens a transaction scoped to `tenant` for row-level security in one round trip:
 /// `BEGIN` and `SET LOCAL app.tenant_id` go as one simple query (the text is a UUID
 /// formatted here, never input). Reads and writes alike, as `PgStore` does.
+/// Reads run in the same single-round-trip tenant transaction as writes.
+async fn read(store: &PgStore, tenant: TenantId) -> Result<sqlx::Transaction<'static, Postgres>> {
+    begin(store, tenant, false).await
+}
+
 async fn begin(
     store: &PgStore,
     tenant: TenantId,

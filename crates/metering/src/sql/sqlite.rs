@@ -11,9 +11,19 @@ use uuid::Uuid;
 
 use crate::rollup::{CellKey, IngestBatch, RollupRow, unique_allowance};
 
-super::sql_metering_store!(SqliteStore, Sqlite, begin, ingest);
+super::sql_metering_store!(SqliteStore, Sqlite, begin, read, ingest);
 
 /// A transaction scoped to `tenant` (`write`: under the database write lock).
+/// Reads need no transaction in SQLite (a statement sees one snapshot, and there is
+/// no row-level security): a pooled connection saves the `BEGIN` and the rollback,
+/// each a hop to the connection's worker thread.
+async fn read(
+    store: &SqliteStore,
+    _tenant: TenantId,
+) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+    Ok(store.pool().acquire().await?)
+}
+
 async fn begin(
     store: &SqliteStore,
     tenant: TenantId,
