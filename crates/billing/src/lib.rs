@@ -44,6 +44,8 @@ pub mod store;
 #[cfg(feature = "stripe")]
 pub mod stripe;
 pub mod usage;
+#[cfg(feature = "webhooks")]
+pub mod webhooks;
 
 pub use calendar::{Interval, Period};
 pub use ids::{
@@ -77,3 +79,7 @@ pub use stripe::StripeProvider;
 #[cfg(feature = "metering")]
 pub use usage::MeteringUsage;
 pub use usage::{FixedUsage, UsageSource};
+#[cfg(feature = "webhooks")]
+pub use webhooks::{
+    MemoryWebhookStore, WebhookDelivery, WebhookDispatcher, WebhookEndpoint, WebhookStore, Webhooks,
+};

@@ -21,3 +21,5 @@ mod properties;
 mod signature;
 #[path = "billing/stores.rs"]
 mod stores;
+#[path = "billing/webhooks.rs"]
+mod webhooks;

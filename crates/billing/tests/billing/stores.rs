@@ -40,12 +40,16 @@ pub async fn memory() -> Option<Backend> {
     })
 }
 
-async fn migrate_sqlite_all(store: &tenancy_core::sqlite::SqliteStore) -> tenancy_core::Result<()> {
+pub(crate) async fn migrate_sqlite_all(
+    store: &tenancy_core::sqlite::SqliteStore,
+) -> tenancy_core::Result<()> {
     tenancy_metering::sql::migrate_sqlite(store).await?;
     migrate_sqlite(store).await
 }
 
-async fn migrate_postgres_all(store: &tenancy_core::postgres::PgStore) -> tenancy_core::Result<()> {
+pub(crate) async fn migrate_postgres_all(
+    store: &tenancy_core::postgres::PgStore,
+) -> tenancy_core::Result<()> {
     tenancy_metering::sql::migrate_postgres(store).await?;
     migrate_postgres(store).await
 }
