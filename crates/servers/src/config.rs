@@ -147,9 +147,9 @@ pub struct Options {
     )]
     pub billing_interval: Option<TimeSpan>,
 
-    /// Stripe secret key (`sk_...` or `rk_...`): invoices are collected through Stripe;
-    /// without it payments are collected by hand and marked paid by an operator;
-    /// prefer the environment or the config file
+    /// Stripe secret key (`sk_...` or `rk_...`): Stripe becomes the payment provider;
+    /// without it payments are collected by hand and invoices marked paid by an
+    /// operator; prefer the environment or the config file
     #[arg(
         long,
         env = "TENANCY_STRIPE_API_KEY",
@@ -426,7 +426,7 @@ pub struct Settings {
     pub billing_addr: SocketAddr,
     /// How often the billing scheduler runs.
     pub billing_interval: TimeSpan,
-    /// The Stripe secret key: payments through Stripe when set.
+    /// The Stripe secret key: Stripe is the payment provider when set.
     pub stripe_api_key: Option<String>,
     /// Stripe's API base URL.
     pub stripe_api_base: String,
