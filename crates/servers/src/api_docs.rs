@@ -251,3 +251,44 @@ pub fn docs_response(document: &Value) -> Response {
     );
     response
 }
+
+// ----- building documents -----
+
+/// A reference to the component schema `name`.
+#[must_use]
+pub fn schema_ref(name: &str) -> Value {
+    serde_json::json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// JSON content of `schema` (a request body's or a response's `content`).
+#[must_use]
+pub fn json_content(schema: Value) -> Value {
+    serde_json::json!({ "application/json": { "schema": schema } })
+}
+
+/// A JSON response of `schema`.
+#[must_use]
+pub fn ok(description: &str, schema: Value) -> Value {
+    serde_json::json!({ "description": description, "content": json_content(schema) })
+}
+
+/// An error response (the `Error` schema every service documents).
+#[must_use]
+pub fn error(description: &str) -> Value {
+    ok(description, schema_ref("Error"))
+}
+
+/// A parameter `name` in `location` (`path`, `query`, `header`).
+#[must_use]
+pub fn parameter(
+    name: &str,
+    location: &str,
+    required: bool,
+    schema: Value,
+    description: &str,
+) -> Value {
+    serde_json::json!({
+        "name": name, "in": location, "required": required,
+        "schema": schema, "description": description,
+    })
+}

@@ -11,6 +11,11 @@
 //! | `--policy-addr` | `TENANCY_POLICY_ADDR` | `policy_addr` | `127.0.0.1:50052` |
 //! | `--gateway-addr` | `TENANCY_GATEWAY_ADDR` | `gateway_addr` | `127.0.0.1:3000` |
 //! | `--usage-addr` | `TENANCY_USAGE_ADDR` | `usage_addr` | `127.0.0.1:8080` |
+//! | `--billing-addr` | `TENANCY_BILLING_ADDR` | `billing_addr` | `127.0.0.1:3001` |
+//! | `--billing-interval` | `TENANCY_BILLING_INTERVAL` | `billing_interval` | `60s` |
+//! | `--stripe-api-key` | `TENANCY_STRIPE_API_KEY` | `stripe_api_key` | none: payments collected by hand |
+//! | `--stripe-api-base` | `TENANCY_STRIPE_API_BASE` | `stripe_api_base` | `https://api.stripe.com` |
+//! | `--stripe-webhook-secret` | `TENANCY_STRIPE_WEBHOOK_SECRET` | `stripe_webhook_secret` | none |
 //! | `--kafka-brokers` | `TENANCY_KAFKA_BROKERS` | `kafka_brokers` | none: no Kafka consumer |
 //! | `--kafka-group` | `TENANCY_KAFKA_GROUP` | `kafka_group` | `tenancy-usage` |
 //! | `--issuer` | `TENANCY_ISSUER` | `issuer` | `http://<gateway-addr>` |
@@ -25,6 +30,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -44,6 +51,16 @@ pub const DEFAULT_GATEWAY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr
 
 /// Where the usage service (HTTP) listens unless configured otherwise.
 pub const DEFAULT_USAGE_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// Where the billing service (HTTP) listens unless configured otherwise.
+pub const DEFAULT_BILLING_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3001);
+
+/// How often the billing scheduler closes the billing periods that have ended, unless
+/// configured otherwise.
+pub const DEFAULT_BILLING_INTERVAL: TimeSpan = TimeSpan(Duration::from_secs(60));
+
+/// Stripe's API, where payments go when a Stripe key is set and no other base is.
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 
 /// The consumer group the usage service consumes `usage.events` as unless configured
 /// otherwise.
@@ -110,6 +127,57 @@ pub struct Options {
         global = true
     )]
     pub usage_addr: Option<SocketAddr>,
+
+    /// Address of the billing service (HTTP) [default: 127.0.0.1:3001]
+    #[arg(
+        long,
+        env = "TENANCY_BILLING_ADDR",
+        value_name = "IP:PORT",
+        global = true
+    )]
+    pub billing_addr: Option<SocketAddr>,
+
+    /// How often the billing scheduler closes ended billing periods and invoices them
+    /// (`500ms`, `30s`, `5m`, `1h`; a bare number is seconds) [default: 60s]
+    #[arg(
+        long,
+        env = "TENANCY_BILLING_INTERVAL",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub billing_interval: Option<TimeSpan>,
+
+    /// Stripe secret key (`sk_...` or `rk_...`): Stripe becomes the payment provider;
+    /// without it payments are collected by hand and invoices marked paid by an
+    /// operator; prefer the environment or the config file
+    #[arg(
+        long,
+        env = "TENANCY_STRIPE_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub stripe_api_key: Option<String>,
+
+    /// Base URL of Stripe's API (a stub in tests) [default: `https://api.stripe.com`]
+    #[arg(
+        long,
+        env = "TENANCY_STRIPE_API_BASE",
+        value_name = "URL",
+        global = true
+    )]
+    pub stripe_api_base: Option<String>,
+
+    /// Signing secret (`whsec_...`) of the Stripe webhook endpoint that reports
+    /// payments to the billing service; prefer the environment or the config file
+    #[arg(
+        long,
+        env = "TENANCY_STRIPE_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub stripe_webhook_secret: Option<String>,
 
     /// Kafka bootstrap brokers (`host:port,...`): the usage service consumes
     /// `usage.events` from them; without it there is no Kafka consumer
@@ -228,11 +296,20 @@ pub enum ServiceName {
     Gateway,
     /// The usage service: metering over HTTP, and the Kafka consumer of `usage.events`
     Usage,
+    /// The billing service: plans, subscriptions and invoices over HTTP, and the
+    /// scheduler that invoices ended billing periods
+    Billing,
 }
 
 impl ServiceName {
     /// Every service, in start-up order.
-    pub const ALL: &'static [Self] = &[Self::Identity, Self::Policy, Self::Gateway, Self::Usage];
+    pub const ALL: &'static [Self] = &[
+        Self::Identity,
+        Self::Policy,
+        Self::Gateway,
+        Self::Usage,
+        Self::Billing,
+    ];
 
     /// The name of the service, as `tenancy serve` takes it.
     #[must_use]
@@ -242,6 +319,7 @@ impl ServiceName {
             Self::Policy => "policy",
             Self::Gateway => "gateway",
             Self::Usage => "usage",
+            Self::Billing => "billing",
         }
     }
 
@@ -284,6 +362,16 @@ pub struct FileConfig {
     pub gateway_addr: Option<SocketAddr>,
     /// See [`Settings::usage_addr`].
     pub usage_addr: Option<SocketAddr>,
+    /// See [`Settings::billing_addr`].
+    pub billing_addr: Option<SocketAddr>,
+    /// See [`Settings::billing_interval`].
+    pub billing_interval: Option<TimeSpan>,
+    /// See [`Settings::stripe_api_key`].
+    pub stripe_api_key: Option<String>,
+    /// See [`Settings::stripe_api_base`].
+    pub stripe_api_base: Option<String>,
+    /// See [`Settings::stripe_webhook_secret`].
+    pub stripe_webhook_secret: Option<String>,
     /// See [`Settings::kafka_brokers`].
     pub kafka_brokers: Option<String>,
     /// See [`Settings::kafka_group`].
@@ -334,6 +422,16 @@ pub struct Settings {
     pub gateway_addr: SocketAddr,
     /// Where the usage service listens.
     pub usage_addr: SocketAddr,
+    /// Where the billing service listens.
+    pub billing_addr: SocketAddr,
+    /// How often the billing scheduler runs.
+    pub billing_interval: TimeSpan,
+    /// The Stripe secret key: Stripe is the payment provider when set.
+    pub stripe_api_key: Option<String>,
+    /// Stripe's API base URL.
+    pub stripe_api_base: String,
+    /// The signing secret of Stripe's webhooks.
+    pub stripe_webhook_secret: Option<String>,
     /// The Kafka brokers the usage service consumes `usage.events` from.
     pub kafka_brokers: Option<String>,
     /// The consumer group of the usage service.
@@ -360,6 +458,17 @@ impl std::fmt::Debug for Settings {
             .field("policy_addr", &self.policy_addr)
             .field("gateway_addr", &self.gateway_addr)
             .field("usage_addr", &self.usage_addr)
+            .field("billing_addr", &self.billing_addr)
+            .field("billing_interval", &self.billing_interval)
+            .field(
+                "stripe_api_key",
+                &self.stripe_api_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field(
+                "stripe_webhook_secret",
+                &self.stripe_webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("kafka_brokers", &self.kafka_brokers)
             .field("kafka_group", &self.kafka_group)
             .field("issuer", &self.issuer)
@@ -415,6 +524,24 @@ impl Settings {
                 .usage_addr
                 .or(file.usage_addr)
                 .unwrap_or(DEFAULT_USAGE_ADDR),
+            billing_addr: options
+                .billing_addr
+                .or(file.billing_addr)
+                .unwrap_or(DEFAULT_BILLING_ADDR),
+            billing_interval: options
+                .billing_interval
+                .or(file.billing_interval)
+                .unwrap_or(DEFAULT_BILLING_INTERVAL),
+            stripe_api_key: options.stripe_api_key.clone().or(file.stripe_api_key),
+            stripe_api_base: options
+                .stripe_api_base
+                .clone()
+                .or(file.stripe_api_base)
+                .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned()),
+            stripe_webhook_secret: options
+                .stripe_webhook_secret
+                .clone()
+                .or(file.stripe_webhook_secret),
             kafka_brokers: options.kafka_brokers.clone().or(file.kafka_brokers),
             kafka_group: options
                 .kafka_group
@@ -442,6 +569,11 @@ impl Settings {
             policy_addr: Some(self.policy_addr),
             gateway_addr: Some(self.gateway_addr),
             usage_addr: Some(self.usage_addr),
+            billing_addr: Some(self.billing_addr),
+            billing_interval: Some(self.billing_interval),
+            stripe_api_key: redacted(self.stripe_api_key.as_ref()),
+            stripe_api_base: Some(self.stripe_api_base.clone()),
+            stripe_webhook_secret: redacted(self.stripe_webhook_secret.as_ref()),
             kafka_brokers: self.kafka_brokers.clone(),
             kafka_group: Some(self.kafka_group.clone()),
             issuer: Some(self.issuer.clone()),
@@ -452,6 +584,72 @@ impl Settings {
             log_format: Some(self.log_format),
         };
         toml::to_string(&file).map_err(|e| Error::Config(format!("cannot print the settings: {e}")))
+    }
+}
+
+/// `<redacted>` in place of a secret that is set.
+fn redacted(secret: Option<&String>) -> Option<String> {
+    secret.map(|_| "<redacted>".to_owned())
+}
+
+/// A positive span of time, written `500ms`, `30s`, `5m` or `1h` (a bare number is
+/// seconds), as flags, environment variables and config files take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeSpan(pub Duration);
+
+impl TimeSpan {
+    /// The span as a [`Duration`].
+    #[must_use]
+    pub const fn duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl FromStr for TimeSpan {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let invalid = || format!("`{text}` is not a duration such as `500ms`, `30s`, `5m` or `1h`");
+        let number: u64 = number.parse().map_err(|_| invalid())?;
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(number),
+            "" | "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3_600)),
+            _ => return Err(invalid()),
+        };
+        if duration.is_zero() {
+            return Err(format!("`{text}` must be longer than zero"));
+        }
+        Ok(Self(duration))
+    }
+}
+
+impl std::fmt::Display for TimeSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.subsec_millis() == 0 {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            write!(f, "{}ms", self.0.as_millis())
+        }
+    }
+}
+
+impl Serialize for TimeSpan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeSpan {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -497,6 +695,64 @@ mod tests {
         assert_eq!(settings.usage_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.kafka_brokers, None);
         assert_eq!(settings.kafka_group, "tenancy-usage");
+        assert_eq!(settings.billing_addr.to_string(), "127.0.0.1:3001");
+        assert_eq!(
+            settings.billing_interval.duration(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(settings.stripe_api_key, None);
+        assert_eq!(settings.stripe_api_base, "https://api.stripe.com");
+        assert_eq!(settings.stripe_webhook_secret, None);
+    }
+
+    #[test]
+    fn billing_settings_parse_and_stripe_secrets_are_redacted() {
+        let cli = parse(&[
+            "serve",
+            "billing",
+            "--billing-addr",
+            "127.0.0.1:4001",
+            "--billing-interval",
+            "1s",
+            "--stripe-api-key",
+            "sk_test_secret",
+        ]);
+        let settings = Settings::merge(
+            &cli.options,
+            file("billing_interval = \"5m\"\nstripe_webhook_secret = \"whsec_secret\""),
+        );
+        assert_eq!(settings.billing_addr.to_string(), "127.0.0.1:4001");
+        assert_eq!(settings.billing_interval.duration(), Duration::from_secs(1));
+        assert_eq!(settings.stripe_api_key.as_deref(), Some("sk_test_secret"));
+        assert_eq!(
+            settings.stripe_webhook_secret.as_deref(),
+            Some("whsec_secret")
+        );
+        let text = settings.to_redacted_toml().unwrap();
+        let debug = format!("{settings:?}");
+        for secret in ["sk_test_secret", "whsec_secret"] {
+            assert!(!text.contains(secret), "{text}");
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert_eq!(
+            file(&text).billing_interval,
+            Some(settings.billing_interval)
+        );
+
+        for (text, expected) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3_600)),
+        ] {
+            assert_eq!(text.parse::<TimeSpan>().unwrap().duration(), expected);
+        }
+        for bad in ["", "0s", "1d", "-1s", "s", "1.5s"] {
+            let err = bad.parse::<TimeSpan>().unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
+        assert!(Cli::try_parse_from(["tenancy", "serve", "--billing-interval", "soon"]).is_err());
+        assert!(FileConfig::parse(Path::new("t.toml"), "billing_interval = \"0\"").is_err());
     }
 
     #[test]
@@ -588,7 +844,8 @@ mod tests {
                 ServiceName::Identity,
                 ServiceName::Policy,
                 ServiceName::Gateway,
-                ServiceName::Usage
+                ServiceName::Usage,
+                ServiceName::Billing
             ]
         );
         let Command::Serve(args) = parse(&["serve", "identity", "identity"]).command else {

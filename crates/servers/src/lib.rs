@@ -7,6 +7,10 @@
 //! [`Identity`](tenancy_core::identity::Identity), [`run_policy`] serves
 //! `tenancy.policy.v1.PolicyService` over an [`Authz`](tenancy_authz::Authz) (built by
 //! [`serve::policy_engine`]), each with `grpc.health.v1.Health` and server reflection.
+//! The HTTP services follow the same shape: [`run_usage`] serves the usage API over a
+//! [`Metering`](tenancy_metering::Metering), [`run_billing`] the billing API over a
+//! [`Billing`](tenancy_billing::Billing) (with [`billing::run_scheduler`] closing ended
+//! billing periods), each with `/api/openapi.json`, `/api/docs` and health endpoints.
 //! [`serve::serve`] starts the services a [`config::Settings`] asks for.
 //!
 //! Handlers hold no business logic: they parse the request (bad input is
@@ -15,6 +19,7 @@
 
 pub mod api_docs;
 pub mod auth;
+pub mod billing;
 pub mod config;
 mod convert;
 mod error;
@@ -30,6 +35,7 @@ pub mod store;
 pub mod usage;
 
 pub use auth::AdminAuth;
+pub use billing::run_billing;
 pub use error::Error;
 pub use gateway::run_gateway;
 pub use serve::{run_identity, run_policy};

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tenancy_authz::{Authz, IdentityEntities, PolicyStore};
+use tenancy_billing::{Billing, ManualProvider, MeteringUsage, PaymentProvider, StripeProvider};
 use tenancy_core::clock::SystemClock;
 use tenancy_core::events::EventBus;
 use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
@@ -23,6 +24,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::billing::{BillingState, run_billing, run_scheduler};
 use crate::config::{ServiceName, Settings};
 use crate::gateway::{GatewayState, run_gateway};
 use crate::identity::{IdentityGrpc, SERVICE_NAME as IDENTITY_SERVICE_NAME};
@@ -256,6 +258,40 @@ pub async fn metering(
     Ok(metering)
 }
 
+/// The payment provider `settings` ask for: Stripe when a Stripe API key is set (at
+/// `settings.stripe_api_base`), else [`ManualProvider`] (an operator marks invoices
+/// paid).
+pub fn payment_provider(settings: &Settings) -> Result<Arc<dyn PaymentProvider>, Error> {
+    match &settings.stripe_api_key {
+        Some(key) => {
+            let stripe = StripeProvider::new(key.clone(), &settings.stripe_api_base)
+                .map_err(|e| Error::Config(format!("invalid Stripe settings: {e}")))?;
+            Ok(Arc::new(stripe))
+        }
+        None => Ok(Arc::new(ManualProvider::new())),
+    }
+}
+
+/// The billing service of a deployment: the engine over the billing store of
+/// `stores`, pricing usage from `metering` (the usage service's, same database),
+/// tenants checked against `identity`, and the payment provider of `settings`.
+pub fn billing_state(
+    settings: &Settings,
+    stores: &store::Stores,
+    identity: &Identity,
+    metering: &Metering,
+    admin: AdminAuth,
+) -> Result<BillingState, Error> {
+    let usage = Arc::new(MeteringUsage::new(Arc::new(metering.clone())));
+    Ok(BillingState {
+        billing: Arc::new(Billing::new(stores.billing.clone(), usage)),
+        admin,
+        tenants: Arc::new(identity.clone()),
+        payments: payment_provider(settings)?,
+        stripe_webhook_secret: settings.stripe_webhook_secret.as_deref().map(Arc::from),
+    })
+}
+
 /// The Kafka consumer of `usage.events` into `metering`, when `settings.kafka_brokers`
 /// names brokers (as group `settings.kafka_group`); `None` without Kafka. Connecting
 /// creates the standard topics if absent.
@@ -283,7 +319,9 @@ pub async fn usage_consumer(
 /// Refuses to start without an admin token unless `insecure_dev` is set. Opens the
 /// database and applies its migrations first, and binds every listener before serving,
 /// so a taken port or a bad URL fails before anything is served. The services share
-/// the database: the policy service loads principals from the identity store.
+/// the database: the policy service loads principals from the identity store, billing
+/// prices the usage service's meters. With billing, its scheduler runs too (every
+/// `settings.billing_interval`).
 pub async fn serve(
     settings: &Settings,
     services: &[ServiceName],
@@ -305,16 +343,36 @@ pub async fn serve(
         None
     };
 
-    let (usage, consumer) = if services.contains(&ServiceName::Usage) {
-        let metering = metering(settings, &stores, &identity).await?;
-        let consumer = usage_consumer(settings, &metering).await?;
-        let state = UsageState {
-            metering,
-            admin: auth.clone(),
+    // The usage and billing services share one metering service: billing prices the
+    // usage it aggregates.
+    let metering =
+        if services.contains(&ServiceName::Usage) || services.contains(&ServiceName::Billing) {
+            Some(metering(settings, &stores, &identity).await?)
+        } else {
+            None
         };
-        (Some(state), consumer)
-    } else {
-        (None, None)
+
+    let (usage, consumer) = match &metering {
+        Some(metering) if services.contains(&ServiceName::Usage) => {
+            let consumer = usage_consumer(settings, metering).await?;
+            let state = UsageState {
+                metering: metering.clone(),
+                admin: auth.clone(),
+            };
+            (Some(state), consumer)
+        }
+        _ => (None, None),
+    };
+
+    let billing = match &metering {
+        Some(metering) if services.contains(&ServiceName::Billing) => Some(billing_state(
+            settings,
+            &stores,
+            &identity,
+            metering,
+            auth.clone(),
+        )?),
+        _ => None,
     };
 
     let (stop, stopped) = watch::channel(false);
@@ -326,6 +384,7 @@ pub async fn serve(
             ServiceName::Policy => settings.policy_addr,
             ServiceName::Gateway => settings.gateway_addr,
             ServiceName::Usage => settings.usage_addr,
+            ServiceName::Billing => settings.billing_addr,
         };
         listeners.push((*service, bind(addr).await?));
     }
@@ -358,7 +417,21 @@ pub async fn serve(
                     tasks.spawn(run_usage(listener, usage.clone(), shutdown));
                 }
             }
+            ServiceName::Billing => {
+                if let Some(billing) = &billing {
+                    tasks.spawn(run_billing(listener, billing.clone(), shutdown));
+                }
+            }
         }
+    }
+
+    if let Some(billing) = &billing {
+        let shutdown = wait_for_stop(stopped.clone());
+        tasks.spawn(run_scheduler(
+            billing.billing.clone(),
+            settings.billing_interval.duration(),
+            shutdown,
+        ));
     }
 
     if let Some(consumer) = consumer {

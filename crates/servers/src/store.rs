@@ -5,6 +5,8 @@ use std::sync::Arc;
 use tenancy_authz::PolicyStore;
 use tenancy_authz::memory::MemoryPolicyStore;
 use tenancy_authz::sql::{migrate_postgres, migrate_sqlite};
+use tenancy_billing::sql as billing_sql;
+use tenancy_billing::{BillingStore, MemoryBillingStore};
 use tenancy_core::identity::IdentityStore;
 use tenancy_core::memory::MemoryRateLimiter;
 use tenancy_core::memory::MemoryStore;
@@ -60,6 +62,8 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     /// Meters, usage events, rollups, quotas.
     pub metering: Arc<dyn MeteringStore>,
+    /// The billing catalog, customers, subscriptions, invoices, credit notes.
+    pub billing: Arc<dyn BillingStore>,
 }
 
 /// Where login sessions and rate limits live: Redis when `redis_url` is set (shared by
@@ -87,6 +91,7 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
             let store = Arc::new(SqliteStore::connect(url).await?);
             migrate_sqlite_all(&store).await?;
             Stores {
+                billing: store.clone(),
                 metering: store.clone(),
                 identity: store.clone(),
                 oauth: store.clone(),
@@ -99,6 +104,7 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
             let store = Arc::new(PgStore::connect(url).await?);
             migrate_postgres_all(&store).await?;
             Stores {
+                billing: store.clone(),
                 metering: store.clone(),
                 identity: store.clone(),
                 oauth: store.clone(),
@@ -116,6 +122,7 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
                 keys: store,
                 policies: Arc::new(MemoryPolicyStore::new()),
                 metering: Arc::new(MemoryMeteringStore::new()),
+                billing: Arc::new(MemoryBillingStore::new()),
             }
         }
     };
@@ -123,11 +130,12 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
 }
 
 /// Every domain's migrations on a SQLite database: identity and OAuth (core), then
-/// policies, then metering.
+/// policies, then metering, then billing.
 async fn migrate_sqlite_all(store: &SqliteStore) -> Result<(), Error> {
     store.migrate().await?;
     migrate_sqlite(store).await?;
     metering_sql::migrate_sqlite(store).await?;
+    billing_sql::migrate_sqlite(store).await?;
     Ok(())
 }
 
@@ -136,6 +144,7 @@ async fn migrate_postgres_all(store: &PgStore) -> Result<(), Error> {
     store.migrate().await?;
     migrate_postgres(store).await?;
     metering_sql::migrate_postgres(store).await?;
+    billing_sql::migrate_postgres(store).await?;
     Ok(())
 }
 

@@ -11,6 +11,8 @@
 #[path = "servers/support.rs"]
 mod support;
 
+#[path = "servers/billing.rs"]
+mod billing;
 #[path = "servers/binary.rs"]
 mod binary;
 #[path = "servers/gateway.rs"]

@@ -7,36 +7,7 @@ use std::sync::LazyLock;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::api_docs;
-
-fn schema_ref(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
-}
-
-fn json_content(schema: Value) -> Value {
-    json!({ "application/json": { "schema": schema } })
-}
-
-fn ok(description: &str, schema: Value) -> Value {
-    json!({ "description": description, "content": json_content(schema) })
-}
-
-fn error(description: &str) -> Value {
-    ok(description, schema_ref("Error"))
-}
-
-fn parameter(
-    name: &str,
-    location: &str,
-    required: bool,
-    schema: Value,
-    description: &str,
-) -> Value {
-    json!({
-        "name": name, "in": location, "required": required,
-        "schema": schema, "description": description,
-    })
-}
+use crate::api_docs::{self, error, json_content, ok, parameter, schema_ref};
 
 fn tenant_header() -> Value {
     parameter(

@@ -51,6 +51,8 @@ struct Running {
     gateway_addr: SocketAddr,
     /// Where the usage service listens (if it runs).
     usage_addr: SocketAddr,
+    /// Where the billing service listens (if it runs).
+    billing_addr: SocketAddr,
     log: PathBuf,
 }
 
@@ -68,7 +70,7 @@ impl Running {
     /// `tenancy serve SERVICES... EXTRA...`.
     fn spawn_with(database_url: &str, log: &Path, services: &[&str], extra: &[&str]) -> Self {
         let (addr, policy_addr, gateway_addr) = (free_addr(), free_addr(), free_addr());
-        let usage_addr = free_addr();
+        let (usage_addr, billing_addr) = (free_addr(), free_addr());
         let child = tenancy()
             .arg("serve")
             .args(services)
@@ -77,6 +79,7 @@ impl Running {
             .args(["--policy-addr", &policy_addr.to_string()])
             .args(["--gateway-addr", &gateway_addr.to_string()])
             .args(["--usage-addr", &usage_addr.to_string()])
+            .args(["--billing-addr", &billing_addr.to_string()])
             .args(extra)
             .args(["--admin-token", TOKEN])
             .env("TENANCY_MASTER_KEY", MASTER_KEY)
@@ -90,6 +93,7 @@ impl Running {
             policy_addr,
             gateway_addr,
             usage_addr,
+            billing_addr,
             log: log.to_owned(),
         }
     }
@@ -137,6 +141,11 @@ impl Running {
     /// Waits until the usage service answers `/readyz`; returns its base URL.
     async fn wait_until_usage_ready(&mut self) -> String {
         self.wait_until_ready(self.usage_addr).await
+    }
+
+    /// Waits until the billing service answers `/readyz`; returns its base URL.
+    async fn wait_until_billing_ready(&mut self) -> String {
+        self.wait_until_ready(self.billing_addr).await
     }
 
     /// Waits until the HTTP service at `addr` answers `/readyz`; returns its base URL.
@@ -229,6 +238,9 @@ async fn serve_and_create(database_url: &str, log: &Path, slug: &str) -> (pb::Te
     // ... and the usage service.
     let base = server.wait_until_usage_ready().await;
     check_usage(&base, &created.id).await;
+    // ... and the billing service.
+    let base = server.wait_until_billing_ready().await;
+    check_billing(&base, &created.id).await;
     server.terminate().await;
     (created, kids)
 }
@@ -274,6 +286,66 @@ async fn check_usage(base: &str, tenant: &str) {
     let (status, body) = send(reqwest::Method::GET, &path, None).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     assert_eq!(body["meters"][0]["events"], 1, "{body}");
+}
+
+/// A JSON call to an HTTP service of the binary with the admin token, for `tenant`
+/// (if any); returns the status and the JSON body.
+async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    tenant: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(TOKEN);
+    if let Some(tenant) = tenant {
+        request = request.header("x-tenant-id", tenant);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// The billing service at `base` stores and reads `tenant`'s billing profile, and
+/// refuses an unknown tenant.
+async fn check_billing(base: &str, tenant: &str) {
+    let profile =
+        serde_json::json!({"name": "Acme", "email": "billing@acme.example", "currency": "EUR"});
+    let (status, body) = call(
+        base,
+        reqwest::Method::PUT,
+        "/v1/customer",
+        Some(tenant),
+        Some(profile),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (status, read) = call(
+        base,
+        reqwest::Method::GET,
+        "/v1/customer",
+        Some(tenant),
+        None,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{read}");
+    assert_eq!(read, body);
+    let stranger = uuid::Uuid::now_v7().to_string();
+    let (status, body) = call(
+        base,
+        reqwest::Method::GET,
+        "/v1/customer",
+        Some(&stranger),
+        None,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
 }
 
 /// The gateway at `base` serves discovery and its key set, registers a client through
@@ -760,6 +832,9 @@ async fn binary_migrates_and_serves_identity_on_postgres_as_app_role() {
     // The usage service writes and reads metering tables as the application role.
     let base = server.wait_until_usage_ready().await;
     check_usage(&base, &tenant.id).await;
+    // The billing service too, for billing tables.
+    let base = server.wait_until_billing_ready().await;
+    check_billing(&base, &tenant.id).await;
     server.terminate().await;
     db.drop_database().await;
 }
@@ -946,4 +1021,204 @@ async fn binary_usage_consumer_counts_every_kafka_event_once_across_a_kill() {
         (EVENTS, expected_tokens.to_string())
     );
     second.terminate().await;
+}
+
+/// `tenancy serve usage billing` closes a billing period on its own: a subscription
+/// backdated so that its first period ended two minutes ago is invoiced by the
+/// scheduler (every second here) for the usage posted into that period through the
+/// usage API, and the invoice is then marked paid, all through REST.
+#[tokio::test]
+async fn binary_billing_scheduler_invoices_metered_usage_of_a_backdated_period() {
+    use chrono::{DurationRound as _, Months, TimeDelta, Utc};
+    use reqwest::Method;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("billing.db").display());
+    // The tenant exists in identity (the identity service does not run here).
+    let stores = tenancy_servers::store::open_stores(&url).await.unwrap();
+    let tenant = tenancy_core::identity::Identity::new(stores.identity.clone())
+        .create_tenant(tenancy_core::identity::NewTenant {
+            slug: format!("billing-{}", uuid::Uuid::now_v7().simple()),
+            display_name: "billing".into(),
+            metadata: serde_json::Value::Null,
+        })
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    drop(stores);
+    let mut server = Running::spawn_with(
+        &url,
+        &dir.path().join("billing.log"),
+        &["usage", "billing"],
+        &["--billing-interval", "1s"],
+    );
+    let usage = server.wait_until_usage_ready().await;
+    let billing = server.wait_until_billing_ready().await;
+
+    // The first period: a month ending two minutes ago, on whole minutes.
+    let start = (Utc::now().checked_sub_months(Months::new(1)).unwrap() - TimeDelta::minutes(2))
+        .duration_trunc(TimeDelta::minutes(1))
+        .unwrap();
+    let end = start.checked_add_months(Months::new(1)).unwrap();
+
+    // Usage first (the scheduler closes the period as soon as the subscription
+    // exists): 7 calls in the period's last day, one at its end (the next period's).
+    let (status, body) = call(
+        &usage,
+        Method::POST,
+        "/v1/meters",
+        Some(&tenant),
+        Some(json!({
+            "key": "calls", "event_type": "api.call", "aggregation": "count", "windows": ["minute"],
+        })),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let at = |time: chrono::DateTime<Utc>| {
+        json!({
+            "specversion": "1.0", "id": uuid::Uuid::now_v7().to_string(), "type": "api.call",
+            "source": "/binary", "time": time.to_rfc3339(),
+        })
+    };
+    let mut events: Vec<serde_json::Value> = (0..5).map(|_| at(end - TimeDelta::days(1))).collect();
+    events.push(at(end - TimeDelta::hours(1)));
+    events.push(at(end - TimeDelta::seconds(1)));
+    events.push(at(end));
+    let (status, body) = call(
+        &usage,
+        Method::POST,
+        "/v1/events",
+        Some(&tenant),
+        Some(json!(events)),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"].as_array().unwrap().len(), 8, "{body}");
+
+    // The catalog, the profile and the backdated subscription.
+    let (status, product) = call(
+        &billing,
+        Method::POST,
+        "/v1/products",
+        None,
+        Some(json!({"name": "API"})),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{product}");
+    let (status, plan) = call(&billing, Method::POST, "/v1/plans", None, Some(json!({
+        "product_id": product["id"], "name": "Metered", "currency": "USD", "interval": "month",
+        "prices": [
+            {"description": "Platform fee", "type": "fee", "pricing": {"model": "flat", "amount": "10"}},
+            {"description": "API calls", "type": "metered", "meter": "calls",
+             "pricing": {"model": "per_unit", "unit_amount": "0.5"}},
+        ],
+    }))).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{plan}");
+    let (status, body) = call(&billing, Method::PUT, "/v1/customer", Some(&tenant), Some(json!({
+        "name": "Acme", "email": "billing@acme.example", "currency": "USD", "invoice_prefix": "ACME",
+    }))).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (status, created) = call(
+        &billing,
+        Method::POST,
+        "/v1/subscriptions",
+        Some(&tenant),
+        Some(json!({
+            "plan_id": plan["id"], "backdate_start_date": start.to_rfc3339(),
+        })),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    let period = &created["subscription"]["current_period"];
+    assert_eq!(
+        (
+            period["start"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<Utc>>()
+                .unwrap(),
+            period["end"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<Utc>>()
+                .unwrap()
+        ),
+        (start, end),
+        "{created}"
+    );
+    assert_eq!(created["invoice"]["number"], "ACME-0001");
+    let subscription = created["subscription"]["id"].as_str().unwrap().to_owned();
+
+    // The scheduler closes the period: its usage in arrears, the next fee in advance.
+    let path = format!("/v1/invoices?subscription={subscription}&status=open");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cycle = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("tenancy exited early with {status}; log:\n{}", server.log());
+        }
+        let (status, body) = call(&billing, Method::GET, &path, Some(&tenant), None).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        if let Some(cycle) = body["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["billing_reason"] == "subscription_cycle")
+        {
+            break cycle.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cycle invoice; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(cycle["number"], "ACME-0002", "{cycle}");
+    let lines = cycle["lines"].as_array().unwrap();
+    let usage_line = lines.iter().find(|l| l["kind"] == "usage").unwrap();
+    assert_eq!(usage_line["meter"], "calls", "{cycle}");
+    assert_eq!(usage_line["quantity"], "7", "{cycle}");
+    assert_eq!(usage_line["amount"], 350, "{cycle}");
+    assert_eq!(usage_line["period"]["start"], period["start"], "{cycle}");
+    let fee = lines.iter().find(|l| l["kind"] == "fee").unwrap();
+    assert_eq!(fee["amount"], 1_000, "{cycle}");
+    assert_eq!(fee["period"]["start"], period["end"], "{cycle}");
+    assert_eq!(cycle["total"], 1_350, "{cycle}");
+
+    // An operator records the payment.
+    let id = cycle["id"].as_str().unwrap();
+    let (status, paid) = call(
+        &billing,
+        Method::POST,
+        &format!("/v1/invoices/{id}/pay"),
+        Some(&tenant),
+        None,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{paid}");
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(paid["amount_paid"], 1_350);
+    let (_, read) = call(
+        &billing,
+        Method::GET,
+        &format!("/v1/invoices/{id}"),
+        Some(&tenant),
+        None,
+    )
+    .await;
+    assert_eq!(read["status"], "paid");
+    // The period was invoiced once, however many passes ran since.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, all) = call(
+        &billing,
+        Method::GET,
+        &format!("/v1/invoices?subscription={subscription}"),
+        Some(&tenant),
+        None,
+    )
+    .await;
+    assert_eq!(all["invoices"].as_array().unwrap().len(), 2, "{all}");
+    server.terminate().await;
 }
