@@ -84,7 +84,8 @@ pub enum PriceKind {
 /// One price of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Price {
-    /// Its id.
+    /// Its id (a new one when absent on input).
+    #[serde(default)]
     pub id: PriceId,
     /// What invoice lines call it (e.g. `API calls`).
     pub description: String,

@@ -499,6 +499,26 @@ impl Billing {
         Ok(plan)
     }
 
+    /// A product.
+    pub async fn product(&self, id: ProductId) -> Result<Product> {
+        self.store.get_product(id).await
+    }
+
+    /// Every product, oldest first.
+    pub async fn products(&self) -> Result<Vec<Product>> {
+        self.store.list_products().await
+    }
+
+    /// A plan.
+    pub async fn plan(&self, id: PlanId) -> Result<Plan> {
+        self.store.get_plan(id).await
+    }
+
+    /// Every plan, oldest first.
+    pub async fn plans(&self) -> Result<Vec<Plan>> {
+        self.store.list_plans().await
+    }
+
     // ---- customers ----
 
     /// Creates or updates the tenant's billing profile. The currency cannot change
@@ -630,6 +650,11 @@ impl Billing {
         input: NewSubscription,
         idem: Option<&Idempotency>,
     ) -> Result<SubscriptionChange> {
+        // A retry replays the saved response even if the request would no longer
+        // validate (the plan was archived since, time moved on).
+        if let Some(saved) = self.saved(tenant, idem).await? {
+            return Ok(saved);
+        }
         check_quantity(input.quantity)?;
         if let Some(start) = input.backdate_start_date {
             let now = self.now();
@@ -1517,6 +1542,17 @@ impl Billing {
             Ok((changes, invoice))
         })
         .await
+    }
+
+    /// The credit notes of an invoice, oldest first (`NotFound` for an unknown
+    /// invoice).
+    pub async fn credit_notes(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<Vec<CreditNote>> {
+        self.store.get_invoice(tenant, invoice).await?;
+        self.store.list_credit_notes(tenant, invoice).await
     }
 
     /// Issues a credit note against an open or paid invoice: it lowers what an open

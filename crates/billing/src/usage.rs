@@ -89,9 +89,9 @@ mod metering {
     use super::UsageSource;
     use crate::calendar::Period;
 
-    /// Usage from tenancy-metering: each meter's total over the period, read from its
-    /// rollups ([`Metering::period_totals`]). Periods must align to a window the
-    /// meters keep (a meter keeping `day` windows bills periods starting at midnight
+    /// Usage from tenancy-metering: each priced meter's total over the period, read
+    /// from its rollups ([`Metering::period_totals_of`]). Periods must align to a
+    /// window the priced meters keep (a meter keeping `day` windows bills periods starting at midnight
     /// UTC; keep `hour` or `minute` for periods anchored at other times).
     pub struct MeteringUsage {
         metering: Arc<Metering>,
@@ -113,9 +113,10 @@ mod metering {
             period: Period,
             meters: &[String],
         ) -> Result<HashMap<String, Decimal>> {
+            let keys: Vec<&str> = meters.iter().map(String::as_str).collect();
             let all = self
                 .metering
-                .period_totals(tenant, period.start, period.end)
+                .period_totals_of(tenant, &keys, period.start, period.end)
                 .await?;
             let mut out: HashMap<String, Decimal> =
                 meters.iter().map(|m| (m.clone(), Decimal::ZERO)).collect();

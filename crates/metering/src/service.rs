@@ -582,9 +582,38 @@ impl Metering {
         if from >= to {
             return Err(Error::invalid("to", "must be after `from`"));
         }
+        self.totals_of(tenant, None, from, to).await
+    }
+
+    /// [`Metering::period_totals`] of the meters named in `keys` only (a billing plan's
+    /// meters): the tenant's other meters need not align to the period. Meters that
+    /// do not exist are left out.
+    pub async fn period_totals_of(
+        &self,
+        tenant: TenantId,
+        keys: &[&str],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MeterTotal>> {
+        if from >= to {
+            return Err(Error::invalid("to", "must be after `from`"));
+        }
+        self.totals_of(tenant, Some(keys), from, to).await
+    }
+
+    async fn totals_of(
+        &self,
+        tenant: TenantId,
+        keys: Option<&[&str]>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MeterTotal>> {
         let meters = self.store.list_meters(tenant).await?;
         let mut out = Vec::with_capacity(meters.len());
         for meter in meters {
+            if keys.is_some_and(|keys| !keys.contains(&meter.key.as_str())) {
+                continue;
+            }
             let Some(window) = Window::COARSEST_FIRST
                 .into_iter()
                 .find(|w| meter.windows.contains(w) && w.is_aligned(from) && w.is_aligned(to))

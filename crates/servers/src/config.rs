@@ -23,6 +23,7 @@
 //! | `--redis-url` | `TENANCY_REDIS_URL` | `redis_url` | none: sessions in the database, rate limits in memory |
 //! | `--admin-token` | `TENANCY_ADMIN_TOKEN` | `admin_token` | none: required by `serve` |
 //! | `--insecure-dev` | `TENANCY_INSECURE_DEV` | `insecure_dev` | `false` |
+//! | `--webhooks-allow-private` | `TENANCY_WEBHOOKS_ALLOW_PRIVATE` | `webhooks_allow_private` | `false`: tenants' webhook endpoints must be public addresses |
 //! | `--log-format` | `TENANCY_LOG_FORMAT` | `log_format` | `text` |
 //!
 //! Clap resolves flag over environment; [`Settings::resolve`] falls back to the file and
@@ -239,6 +240,21 @@ pub struct Options {
     )]
     pub insecure_dev: Option<bool>,
 
+    /// Let tenants' webhook endpoints point to loopback and private addresses (tests
+    /// and development only: in production it lets tenants reach the internal
+    /// network)
+    #[arg(
+        long,
+        env = "TENANCY_WEBHOOKS_ALLOW_PRIVATE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        global = true
+    )]
+    pub webhooks_allow_private: Option<bool>,
+
     /// Log format; the level is set with `RUST_LOG` (default `info`) [default: text]
     #[arg(long, env = "TENANCY_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
@@ -386,6 +402,8 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     /// See [`Settings::insecure_dev`].
     pub insecure_dev: Option<bool>,
+    /// See [`Settings::webhooks_allow_private`].
+    pub webhooks_allow_private: Option<bool>,
     /// See [`Settings::log_format`].
     pub log_format: Option<LogFormat>,
 }
@@ -446,6 +464,9 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Whether to run without authentication (development only).
     pub insecure_dev: bool,
+    /// Whether tenants' webhook endpoints may be loopback or private addresses (tests
+    /// and development only).
+    pub webhooks_allow_private: bool,
     /// How logs are written.
     pub log_format: LogFormat,
 }
@@ -482,6 +503,7 @@ impl std::fmt::Debug for Settings {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("insecure_dev", &self.insecure_dev)
+            .field("webhooks_allow_private", &self.webhooks_allow_private)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -557,6 +579,10 @@ impl Settings {
             redis_url: options.redis_url.clone().or(file.redis_url),
             admin_token: options.admin_token.clone().or(file.admin_token),
             insecure_dev: options.insecure_dev.or(file.insecure_dev).unwrap_or(false),
+            webhooks_allow_private: options
+                .webhooks_allow_private
+                .or(file.webhooks_allow_private)
+                .unwrap_or(false),
             log_format: options.log_format.or(file.log_format).unwrap_or_default(),
         }
     }
@@ -581,6 +607,7 @@ impl Settings {
             redis_url: self.redis_url.clone(),
             admin_token: self.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
             insecure_dev: Some(self.insecure_dev),
+            webhooks_allow_private: Some(self.webhooks_allow_private),
             log_format: Some(self.log_format),
         };
         toml::to_string(&file).map_err(|e| Error::Config(format!("cannot print the settings: {e}")))

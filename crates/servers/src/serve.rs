@@ -7,10 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tenancy_authz::{Authz, IdentityEntities, PolicyStore};
-use tenancy_billing::{Billing, ManualProvider, MeteringUsage, PaymentProvider, StripeProvider};
+use tenancy_billing::webhooks::{DispatcherConfig, WebhookConfig};
+use tenancy_billing::{
+    Billing, ManualProvider, MeteringUsage, PaymentProvider, StripeProvider, WebhookDispatcher,
+    Webhooks,
+};
 use tenancy_core::clock::SystemClock;
-use tenancy_core::events::EventBus;
 use tenancy_core::events::kafka::{KafkaBus, KafkaConfig};
+use tenancy_core::events::{EventBus, InProcessBus, Relay};
 use tenancy_core::identity::Identity;
 use tenancy_core::oauth::{Provider, ProviderConfig, ProviderParts};
 use tenancy_core::token::{KeyManager, MasterKey, RotationPolicy};
@@ -283,12 +287,20 @@ pub fn billing_state(
     admin: AdminAuth,
 ) -> Result<BillingState, Error> {
     let usage = Arc::new(MeteringUsage::new(Arc::new(metering.clone())));
+    let payments = payment_provider(settings)?;
+    let webhooks = Webhooks::new(stores.webhooks.clone()).with_config(WebhookConfig {
+        allow_private_destinations: settings.webhooks_allow_private,
+        ..WebhookConfig::default()
+    });
     Ok(BillingState {
-        billing: Arc::new(Billing::new(stores.billing.clone(), usage)),
+        billing: Arc::new(
+            Billing::new(stores.billing.clone(), usage).with_payments(payments.clone()),
+        ),
         admin,
         tenants: Arc::new(identity.clone()),
-        payments: payment_provider(settings)?,
+        payments,
         stripe_webhook_secret: settings.stripe_webhook_secret.as_deref().map(Arc::from),
+        webhooks: Arc::new(webhooks),
     })
 }
 
@@ -432,6 +444,26 @@ pub async fn serve(
             settings.billing_interval.duration(),
             shutdown,
         ));
+        // Billing's events leave the outbox for the bus (Kafka when configured, else
+        // in process), where the webhook dispatcher delivers them to the tenants'
+        // endpoints.
+        let bus: Arc<dyn EventBus> = match &settings.kafka_brokers {
+            Some(brokers) => Arc::new(KafkaBus::connect(KafkaConfig::new(brokers.clone())).await?),
+            None => Arc::new(InProcessBus::new()),
+        };
+        let relay = Relay::new(stores.outbox.clone(), bus.clone());
+        let shutdown = wait_for_stop(stopped.clone());
+        tasks.spawn(async move {
+            relay.run(RELAY_IDLE, shutdown).await;
+            Ok(())
+        });
+        let dispatcher = WebhookDispatcher::new(
+            billing.webhooks.as_ref().clone(),
+            bus,
+            DispatcherConfig::default(),
+        )?;
+        let shutdown = wait_for_stop(stopped.clone());
+        tasks.spawn(async move { dispatcher.run(shutdown).await.map_err(Error::from) });
     }
 
     if let Some(consumer) = consumer {
@@ -456,6 +488,9 @@ pub async fn serve(
     }
     first_error.map_or(Ok(()), Err)
 }
+
+/// How long the outbox relay waits when the outbox is empty.
+const RELAY_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)

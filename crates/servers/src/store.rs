@@ -6,7 +6,9 @@ use tenancy_authz::PolicyStore;
 use tenancy_authz::memory::MemoryPolicyStore;
 use tenancy_authz::sql::{migrate_postgres, migrate_sqlite};
 use tenancy_billing::sql as billing_sql;
+use tenancy_billing::webhooks::{MemoryWebhookStore, WebhookStore};
 use tenancy_billing::{BillingStore, MemoryBillingStore};
+use tenancy_core::events::OutboxStore;
 use tenancy_core::identity::IdentityStore;
 use tenancy_core::memory::MemoryRateLimiter;
 use tenancy_core::memory::MemoryStore;
@@ -64,6 +66,11 @@ pub struct Stores {
     pub metering: Arc<dyn MeteringStore>,
     /// The billing catalog, customers, subscriptions, invoices, credit notes.
     pub billing: Arc<dyn BillingStore>,
+    /// The outbox billing writes its events to (in SQL databases, the one outbox every
+    /// domain shares), read by the relay.
+    pub outbox: Arc<dyn OutboxStore>,
+    /// The tenants' webhook endpoints and deliveries.
+    pub webhooks: Arc<dyn WebhookStore>,
 }
 
 /// Where login sessions and rate limits live: Redis when `redis_url` is set (shared by
@@ -92,6 +99,8 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
             migrate_sqlite_all(&store).await?;
             Stores {
                 billing: store.clone(),
+                outbox: store.clone(),
+                webhooks: store.clone(),
                 metering: store.clone(),
                 identity: store.clone(),
                 oauth: store.clone(),
@@ -105,6 +114,8 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
             migrate_postgres_all(&store).await?;
             Stores {
                 billing: store.clone(),
+                outbox: store.clone(),
+                webhooks: store.clone(),
                 metering: store.clone(),
                 identity: store.clone(),
                 oauth: store.clone(),
@@ -115,6 +126,7 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
         }
         Backend::Memory => {
             let store = Arc::new(MemoryStore::new());
+            let billing = Arc::new(MemoryBillingStore::new());
             Stores {
                 identity: store.clone(),
                 oauth: store.clone(),
@@ -122,7 +134,9 @@ pub async fn open_stores(url: &str) -> Result<Stores, Error> {
                 keys: store,
                 policies: Arc::new(MemoryPolicyStore::new()),
                 metering: Arc::new(MemoryMeteringStore::new()),
-                billing: Arc::new(MemoryBillingStore::new()),
+                billing: billing.clone(),
+                outbox: billing,
+                webhooks: Arc::new(MemoryWebhookStore::new()),
             }
         }
     };

@@ -19,6 +19,10 @@
 //! | `GET /v1/invoices?status=&subscription=&limit=`, `GET /v1/invoices/{id}` | invoices |
 //! | `POST /v1/invoices/{id}/{finalize,void,pay}` | finalize, void, mark paid |
 //! | `POST`, `GET /v1/invoices/{id}/credit_notes` | credit an invoice, list its notes |
+//! | `POST`, `GET /v1/webhook_endpoints`, `GET`, `PATCH`, `DELETE /v1/webhook_endpoints/{id}` | the tenant's webhook endpoints |
+//! | `POST /v1/webhook_endpoints/{id}/roll_secret` | a new signing secret |
+//! | `GET /v1/webhook_endpoints/{id}/deliveries`, `GET /v1/webhook_deliveries/{id}` | delivery records |
+//! | `POST /webhooks/stripe` | Stripe's events (signed; no admin token) |
 //! | `GET /api/openapi.json`, `GET /api/docs` | the OpenAPI document, its HTML rendering |
 //! | `GET /healthz`, `GET /readyz` | health |
 //!
@@ -33,6 +37,7 @@
 
 mod handlers;
 pub mod openapi;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,7 +46,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
-use tenancy_billing::{Billing, PaymentProvider};
+use tenancy_billing::{Billing, PaymentProvider, Webhooks};
 use tenancy_metering::TenantDirectory;
 use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
@@ -69,6 +74,8 @@ pub struct BillingState {
     pub payments: Arc<dyn PaymentProvider>,
     /// The signing secret of Stripe's webhooks, when configured.
     pub stripe_webhook_secret: Option<Arc<str>>,
+    /// The tenants' outgoing webhook endpoints.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl FromRef<BillingState> for AdminAuth {
@@ -138,6 +145,26 @@ pub fn router(state: BillingState) -> Router {
             "/v1/invoices/{id}/credit_notes",
             post(handlers::create_credit_note).get(handlers::list_credit_notes),
         )
+        .route(
+            "/v1/webhook_endpoints",
+            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(webhooks::endpoint)
+                .patch(webhooks::update_endpoint)
+                .delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/roll_secret",
+            post(webhooks::roll_secret),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route("/v1/webhook_deliveries/{id}", get(webhooks::delivery))
+        .route("/webhooks/stripe", post(webhooks::stripe))
         .route("/api/openapi.json", get(openapi::document_handler))
         .route("/api/docs", get(openapi::docs_handler))
         .route("/healthz", get(http::healthz))
@@ -192,6 +219,7 @@ pub async fn run_scheduler(
             }
             _ = ticks.tick() => {
                 close_due_periods(&billing).await;
+                collect_due_payments(&billing).await;
                 let now = billing.now();
                 if last_purge.is_none_or(|at| now - at >= PURGE_EVERY) {
                     last_purge = Some(now);
@@ -225,6 +253,35 @@ async fn close_due_periods(billing: &Billing) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "billing scheduler pass failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Charges the invoices whose payment attempt is due (first attempts and dunning
+/// retries) through the payment provider.
+async fn collect_due_payments(billing: &Billing) {
+    loop {
+        match billing.collect_due(SCHEDULER_BATCH).await {
+            Ok(report) => {
+                let done = report.succeeded + report.pending + report.failed + report.errors;
+                if done > 0 {
+                    tracing::info!(
+                        succeeded = report.succeeded,
+                        pending = report.pending,
+                        failed = report.failed,
+                        errors = report.errors,
+                        "invoices collected"
+                    );
+                }
+                let progress = u32::try_from(done - report.errors).unwrap_or(u32::MAX);
+                if progress < SCHEDULER_BATCH {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "collecting payments failed");
                 return;
             }
         }

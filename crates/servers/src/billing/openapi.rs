@@ -94,6 +94,19 @@ fn read(summary: &str, description: &str, parameters: Vec<Value>, responses: Val
     operation(summary, description, true, parameters, None, responses)
 }
 
+/// A change of tenant data without an idempotency key (webhook endpoints: a retry of
+/// a change with the same `version` is refused as stale, a retried create adds a
+/// second endpoint the tenant can delete).
+fn tenant_write(
+    summary: &str,
+    description: &str,
+    parameters: Vec<Value>,
+    body: Option<Value>,
+    responses: Value,
+) -> Value {
+    operation(summary, description, true, parameters, body, responses)
+}
+
 /// A change of tenant data: with the idempotency key, and 409 on its misuse (and on
 /// a state that does not allow the change).
 fn change(
@@ -457,6 +470,73 @@ fn invoice_schemas() -> Value {
             },
         },
         "CreditNoteList": list("credit_notes", "CreditNote"),
+        "NewWebhookEndpoint": {
+            "type": "object",
+            "required": ["url"],
+            "properties": {
+                "url": string("where events are POSTed (https; a public address)"),
+                "description": string("what it is for"),
+                "event_types": {"type": "array", "items": {"type": "string"}, "description": "the event types sent (`tenancy.billing.invoice.paid`, …); empty or `*` for all"},
+                "enabled": {"type": "boolean", "description": "true when absent"},
+            },
+        },
+        "WebhookEndpointChange": {
+            "type": "object",
+            "required": ["version"],
+            "properties": {
+                "version": {"type": "integer", "description": "the version read (409 `conflict` when stale)"},
+                "url": string("a new URL"),
+                "description": string("a new description"),
+                "event_types": {"type": "array", "items": {"type": "string"}},
+                "enabled": {"type": "boolean"},
+            },
+        },
+        "RollSecret": {
+            "type": "object",
+            "required": ["version"],
+            "properties": {
+                "version": {"type": "integer", "description": "the version read"},
+                "overlap_seconds": {"type": "integer", "description": "how long the old secret keeps signing too (at most 7 days)"},
+            },
+        },
+        "WebhookEndpoint": {
+            "type": "object",
+            "properties": {
+                "id": uuid("its id"),
+                "tenant_id": uuid("the tenant"),
+                "url": {"type": "string"},
+                "description": {"type": "string"},
+                "event_types": {"type": "array", "items": {"type": "string"}},
+                "secret": string("`whsec_…`: signs every delivery (`Tenancy-Signature: t=…,v1=…`, HMAC-SHA256 of `t.body`); only in the answers of create and roll_secret"),
+                "enabled": {"type": "boolean"},
+                "version": {"type": "integer"},
+                "created_at": time("when it was created"),
+            },
+        },
+        "WebhookEndpointList": list("webhook_endpoints", "WebhookEndpoint"),
+        "WebhookDelivery": {
+            "type": "object",
+            "properties": {
+                "id": uuid("its id"),
+                "endpoint_id": uuid("the endpoint"),
+                "event_id": uuid("the event delivered"),
+                "event_type": {"type": "string"},
+                "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+                "attempts": {"type": "integer"},
+                "next_attempt_at": time("when it is tried again"),
+                "last_status_code": {"type": "integer"},
+                "last_error": {"type": "string"},
+                "history": {"type": "array", "items": {"type": "object"}, "description": "every attempt: number, time, status code, error"},
+            },
+        },
+        "WebhookDeliveryList": list("deliveries", "WebhookDelivery"),
+        "StripeAck": {
+            "type": "object",
+            "properties": {
+                "received": {"type": "boolean"},
+                "outcome": {"type": "string", "enum": ["applied", "duplicate", "ignored"]},
+            },
+        },
     })
 }
 
@@ -612,6 +692,66 @@ fn build() -> Value {
                     "200": ok("the credit notes", schema_ref("CreditNoteList")),
                     "404": not_found("invoice"),
                 })),
+            },
+            "/v1/webhook_endpoints": {
+                "post": tenant_write("add a webhook endpoint", "billing events of the tenant are POSTed to it, signed with its secret (shown in this answer only), retried with backoff", vec![], Some(schema_ref("NewWebhookEndpoint")), json!({
+                    "201": ok("created, with its secret", schema_ref("WebhookEndpoint")),
+                    "429": error("the tenant has the most endpoints allowed"),
+                })),
+                "get": read("list the webhook endpoints", "oldest first, without secrets", vec![], json!({
+                    "200": ok("the endpoints", schema_ref("WebhookEndpointList")),
+                })),
+            },
+            "/v1/webhook_endpoints/{id}": {
+                "get": read("read a webhook endpoint", "without its secret", vec![id("endpoint")], json!({
+                    "200": ok("the endpoint", schema_ref("WebhookEndpoint")),
+                    "404": not_found("endpoint"),
+                })),
+                "patch": tenant_write("change a webhook endpoint", "each given field replaces the stored one", vec![id("endpoint")], Some(schema_ref("WebhookEndpointChange")), json!({
+                    "200": ok("the endpoint", schema_ref("WebhookEndpoint")),
+                    "404": not_found("endpoint"),
+                    "409": error("stale `version` (`conflict`)"),
+                })),
+                "delete": tenant_write("delete a webhook endpoint", "and its delivery records", vec![id("endpoint")], None, json!({
+                    "204": {"description": "deleted"},
+                    "404": not_found("endpoint"),
+                })),
+            },
+            "/v1/webhook_endpoints/{id}/roll_secret": {
+                "post": tenant_write("roll an endpoint's secret", "a new secret, shown in this answer only; the old one keeps signing for `overlap_seconds`", vec![id("endpoint")], Some(schema_ref("RollSecret")), json!({
+                    "200": ok("the endpoint with its new secret", schema_ref("WebhookEndpoint")),
+                    "404": not_found("endpoint"),
+                    "409": error("stale `version` (`conflict`)"),
+                })),
+            },
+            "/v1/webhook_endpoints/{id}/deliveries": {
+                "get": read("list an endpoint's deliveries", "newest first; `before` (a delivery id) pages back, `limit` 1–100 (50)", vec![id("endpoint"),
+                    parameter("before", "query", false, json!({"type": "string", "format": "uuid"}), "only deliveries older than this one"),
+                    parameter("limit", "query", false, json!({"type": "integer", "minimum": 1, "maximum": 100}), "at most this many")], json!({
+                    "200": ok("the deliveries", schema_ref("WebhookDeliveryList")),
+                    "404": not_found("endpoint"),
+                })),
+            },
+            "/v1/webhook_deliveries/{id}": {
+                "get": read("read a webhook delivery", "with every attempt", vec![id("delivery")], json!({
+                    "200": ok("the delivery", schema_ref("WebhookDelivery")),
+                    "404": not_found("delivery"),
+                })),
+            },
+            "/webhooks/stripe": {
+                "post": {
+                    "summary": "Stripe's webhook events",
+                    "description": "verified with the `Stripe-Signature` header (HMAC-SHA256 over `t.raw_body` with the configured `stripe_webhook_secret`, 300 s tolerance) — no admin token; `payment_intent.succeeded` and `invoice.paid` pay the invoice named in the object's `metadata.invoice_id` (of `metadata.tenant_id`), `payment_intent.payment_failed` starts dunning; each event id is applied once, in any order",
+                    "parameters": [parameter("Stripe-Signature", "header", true, json!({"type": "string"}), "`t=<unix time>,v1=<hex signature>`")],
+                    "requestBody": {"required": true, "content": json_content(json!({"type": "object", "description": "a Stripe event"}))},
+                    "responses": {
+                        "200": ok("received", schema_ref("StripeAck")),
+                        "400": error("a verified body that is not a Stripe event"),
+                        "401": error("missing or invalid signature (`unauthenticated`)"),
+                        "503": error("no webhook secret is configured, or a backend is unavailable; Stripe retries"),
+                    },
+                    "security": [],
+                },
             },
         },
     })

@@ -9,8 +9,10 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
+use tenancy_billing::webhooks::{MemoryWebhookStore, WebhookConfig, WebhookStore};
 use tenancy_billing::{
     Billing, BillingConfig, BillingStore, ManualProvider, MemoryBillingStore, MeteringUsage,
+    Webhooks,
 };
 use tenancy_core::TenantId;
 use tenancy_core::identity::{Identity, NewTenant};
@@ -23,6 +25,9 @@ use tower::ServiceExt as _;
 
 use super::support::ADMIN_TOKEN;
 use super::usage::Answer;
+
+/// The Stripe webhook signing secret of the routers under test.
+const STRIPE_SECRET: &str = "whsec_test_secret";
 
 /// The billing router over one set of stores, called in memory.
 pub struct BillingApi {
@@ -39,6 +44,23 @@ impl BillingApi {
         metering: Arc<dyn MeteringStore>,
         config: BillingConfig,
     ) -> Self {
+        Self::with_webhooks(
+            identity,
+            billing,
+            metering,
+            Arc::new(MemoryWebhookStore::new()),
+            config,
+        )
+    }
+
+    /// [`BillingApi::with_config`] with the webhook endpoints in `webhooks`.
+    fn with_webhooks(
+        identity: Identity,
+        billing: Arc<dyn BillingStore>,
+        metering: Arc<dyn MeteringStore>,
+        webhooks: Arc<dyn WebhookStore>,
+        config: BillingConfig,
+    ) -> Self {
         let metering = Metering::new(metering)
             .with_tenants(Arc::new(identity.clone()) as Arc<dyn TenantDirectory>);
         let usage = Arc::new(MeteringUsage::new(Arc::new(metering)));
@@ -47,7 +69,11 @@ impl BillingApi {
             admin: AdminAuth::new(ADMIN_TOKEN).unwrap(),
             tenants: Arc::new(identity.clone()),
             payments: Arc::new(ManualProvider::new()),
-            stripe_webhook_secret: None,
+            stripe_webhook_secret: Some(Arc::from(STRIPE_SECRET)),
+            webhooks: Arc::new(Webhooks::new(webhooks).with_config(WebhookConfig {
+                allow_private_destinations: true,
+                ..WebhookConfig::default()
+            })),
         };
         Self {
             router: router(state),
@@ -1282,7 +1308,8 @@ async fn billing_openapi_document_matches_the_router_and_renders_offline() {
                 .collect();
             let tenant_change = method != Method::GET
                 && names.contains(&"X-Tenant-Id")
-                && !path.ends_with("/preview");
+                && !path.ends_with("/preview")
+                && !path.starts_with("/v1/webhook_endpoints");
             assert_eq!(
                 names.contains(&"Idempotency-Key"),
                 tenant_change,
@@ -1291,7 +1318,7 @@ async fn billing_openapi_document_matches_the_router_and_renders_offline() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 25);
+    assert_eq!(operations, 34);
 
     let docs = api
         .send(Request::get("/api/docs").body(Body::empty()).unwrap())
@@ -1322,4 +1349,208 @@ async fn billing_openapi_document_matches_the_router_and_renders_offline() {
             .await;
         assert_eq!(answer.status, StatusCode::OK, "{path}");
     }
+}
+
+/// `POST /webhooks/stripe` with `body` signed by `secret` at `at` (Unix seconds);
+/// `None` sends no signature.
+async fn stripe_event(api: &BillingApi, body: &[u8], signature: Option<String>) -> Answer {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/webhooks/stripe")
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(signature) = signature {
+        request = request.header("stripe-signature", signature);
+    }
+    api.send(request.body(Body::from(body.to_vec())).unwrap())
+        .await
+}
+
+/// Stripe's events pay an invoice once (signature checked on the raw body, replays
+/// answered `duplicate`, foreign events `ignored`), and the tenant's webhook
+/// endpoints are managed over REST (the secret shown on create and roll only).
+async fn webhooks_flow(api: &BillingApi) {
+    let tenant = api.tenant().await;
+    let (_, plan) = api.product_and_plan("Webhooks", "25").await;
+    api.customer(tenant, "0", "HOOK").await;
+    let created = api
+        .expect(
+            Method::POST,
+            "/v1/subscriptions",
+            tenant,
+            Some(&json!({"plan_id": plan})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let invoice = created["invoice"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["invoice"]["status"], "open");
+
+    let event = |id: &str, kind: &str| {
+        serde_json::to_vec(&json!({
+            "id": id, "object": "event", "type": kind,
+            "data": {"object": {"id": "pi_123", "object": "payment_intent",
+                "metadata": {"tenant_id": tenant.to_string(), "invoice_id": invoice}}},
+        }))
+        .unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let paid = event("evt_paid", "payment_intent.succeeded");
+    let sign = |body: &[u8], at: i64, secret: &str| {
+        Some(tenancy_billing::signature::sign(secret, at, body))
+    };
+    // Refused: no signature, the wrong secret, a tampered body, a stale timestamp.
+    for (body, signature) in [
+        (paid.clone(), None),
+        (paid.clone(), sign(&paid, now, "whsec_wrong")),
+        (
+            event("evt_paid", "invoice.paid"),
+            sign(&paid, now, STRIPE_SECRET),
+        ),
+        (paid.clone(), sign(&paid, now - 301, STRIPE_SECRET)),
+    ] {
+        let answer = stripe_event(api, &body, signature).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+        assert_eq!(answer.code(), "unauthenticated");
+    }
+    let still_open = api.get(&format!("/v1/invoices/{invoice}"), tenant).await;
+    assert_eq!(still_open["status"], "open");
+    // A verified body that is not an event is bad input.
+    let answer = stripe_event(api, b"[]", sign(b"[]", now, STRIPE_SECRET)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+
+    let answer = stripe_event(api, &paid, sign(&paid, now, STRIPE_SECRET)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body, json!({"received": true, "outcome": "applied"}));
+    let invoice_now = api.get(&format!("/v1/invoices/{invoice}"), tenant).await;
+    assert_eq!(invoice_now["status"], "paid");
+    assert_eq!(invoice_now["provider_payment_id"], "pi_123");
+    let again = stripe_event(api, &paid, sign(&paid, now, STRIPE_SECRET)).await;
+    assert_eq!(again.body["outcome"], "duplicate", "{}", again.text);
+    let late = event("evt_late_failure", "payment_intent.payment_failed");
+    let answer = stripe_event(api, &late, sign(&late, now, STRIPE_SECRET)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        api.get(&format!("/v1/invoices/{invoice}"), tenant).await["status"],
+        "paid"
+    );
+    let other = event("evt_other", "customer.created");
+    let answer = stripe_event(api, &other, sign(&other, now, STRIPE_SECRET)).await;
+    assert_eq!(answer.body["outcome"], "ignored");
+
+    // Webhook endpoints.
+    let endpoint = api
+        .expect(
+            Method::POST,
+            "/v1/webhook_endpoints",
+            tenant,
+            Some(&json!({"url": "http://127.0.0.1:9/hooks", "event_types": ["tenancy.billing.invoice.paid"]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+    assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
+    let path = format!("/v1/webhook_endpoints/{id}");
+    let read = api.get(&path, tenant).await;
+    assert!(read["secret"].is_null(), "{read}");
+    let listed = api.get("/v1/webhook_endpoints", tenant).await;
+    assert_eq!(ids(&listed["webhook_endpoints"]), [id.as_str()]);
+    let other_tenant = api.tenant().await;
+    api.refused(
+        Method::GET,
+        &path,
+        Some(other_tenant),
+        None,
+        (StatusCode::NOT_FOUND, "not_found"),
+    )
+    .await;
+    api.refused(
+        Method::POST,
+        "/v1/webhook_endpoints",
+        Some(tenant),
+        Some(&json!({"url": "ftp://example.com/x"})),
+        (StatusCode::BAD_REQUEST, "invalid_input"),
+    )
+    .await;
+    let changed = api
+        .expect(
+            Method::PATCH,
+            &path,
+            tenant,
+            Some(&json!({"version": 1, "enabled": false})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(changed["enabled"], false);
+    api.refused(
+        Method::PATCH,
+        &path,
+        Some(tenant),
+        Some(&json!({"version": 1, "enabled": true})),
+        (StatusCode::CONFLICT, "conflict"),
+    )
+    .await;
+    let rolled = api
+        .post(
+            &format!("{path}/roll_secret"),
+            tenant,
+            &json!({"version": 2}),
+        )
+        .await;
+    assert_ne!(rolled["secret"], endpoint["secret"]);
+    let deliveries = api.get(&format!("{path}/deliveries"), tenant).await;
+    assert_eq!(deliveries["deliveries"], json!([]));
+    api.refused(
+        Method::GET,
+        &format!("/v1/webhook_deliveries/{}", uuid::Uuid::now_v7()),
+        Some(tenant),
+        None,
+        (StatusCode::NOT_FOUND, "not_found"),
+    )
+    .await;
+    api.expect(Method::DELETE, &path, tenant, None, StatusCode::NO_CONTENT)
+        .await;
+    api.refused(
+        Method::GET,
+        &path,
+        Some(tenant),
+        None,
+        (StatusCode::NOT_FOUND, "not_found"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn billing_webhooks_on_memory() {
+    webhooks_flow(&BillingApi::memory()).await;
+}
+
+#[tokio::test]
+async fn billing_webhooks_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("billing.db").display());
+    let stores = tenancy_servers::store::open_stores(&url).await.unwrap();
+    let identity = Identity::new(stores.identity.clone());
+    webhooks_flow(&BillingApi::with_webhooks(
+        identity,
+        stores.billing,
+        stores.metering,
+        stores.webhooks,
+        BillingConfig::default(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn billing_webhooks_on_postgres_as_app_role() {
+    let Some((db, store)) = postgres().await else {
+        return;
+    };
+    webhooks_flow(&BillingApi::with_webhooks(
+        Identity::new(store.clone()),
+        store.clone(),
+        store.clone(),
+        store,
+        BillingConfig::default(),
+    ))
+    .await;
+    db.drop_database().await;
 }

@@ -1052,7 +1052,13 @@ async fn binary_billing_scheduler_invoices_metered_usage_of_a_backdated_period()
         &url,
         &dir.path().join("billing.log"),
         &["usage", "billing"],
-        &["--billing-interval", "1s"],
+        &[
+            "--billing-interval",
+            "1s",
+            "--stripe-webhook-secret",
+            STRIPE_SECRET,
+            "--webhooks-allow-private",
+        ],
     );
     let usage = server.wait_until_usage_ready().await;
     let billing = server.wait_until_billing_ready().await;
@@ -1096,6 +1102,19 @@ async fn binary_billing_scheduler_invoices_metered_usage_of_a_backdated_period()
     .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     assert_eq!(body["accepted"].as_array().unwrap().len(), 8, "{body}");
+
+    // The tenant's webhook endpoint: a local receiver of paid invoices.
+    let (received, receiver) = webhook_receiver().await;
+    let (status, endpoint) = call(
+        &billing,
+        Method::POST,
+        "/v1/webhook_endpoints",
+        Some(&tenant),
+        Some(json!({"url": format!("http://{receiver}/hooks"), "event_types": ["tenancy.billing.invoice.paid"]})),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{endpoint}");
+    let endpoint_secret = endpoint["secret"].as_str().unwrap().to_owned();
 
     // The catalog, the profile and the backdated subscription.
     let (status, product) = call(
@@ -1187,19 +1206,26 @@ async fn binary_billing_scheduler_invoices_metered_usage_of_a_backdated_period()
     assert_eq!(fee["period"]["start"], period["end"], "{cycle}");
     assert_eq!(cycle["total"], 1_350, "{cycle}");
 
-    // An operator records the payment.
+    // Stripe reports the payment: a signed webhook pays the invoice.
     let id = cycle["id"].as_str().unwrap();
-    let (status, paid) = call(
-        &billing,
-        Method::POST,
-        &format!("/v1/invoices/{id}/pay"),
-        Some(&tenant),
-        None,
-    )
-    .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{paid}");
-    assert_eq!(paid["status"], "paid");
-    assert_eq!(paid["amount_paid"], 1_350);
+    let event = serde_json::to_vec(&json!({
+        "id": "evt_binary_1", "object": "event", "type": "payment_intent.succeeded",
+        "data": {"object": {"id": "pi_binary", "object": "payment_intent",
+            "metadata": {"tenant_id": tenant, "invoice_id": id}}},
+    }))
+    .unwrap();
+    let signature = tenancy_billing::signature::sign(STRIPE_SECRET, Utc::now().timestamp(), &event);
+    let answer = reqwest::Client::new()
+        .post(format!("{billing}/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let ack: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(ack["outcome"], "applied", "{ack}");
     let (_, read) = call(
         &billing,
         Method::GET,
@@ -1209,6 +1235,37 @@ async fn binary_billing_scheduler_invoices_metered_usage_of_a_backdated_period()
     )
     .await;
     assert_eq!(read["status"], "paid");
+    assert_eq!(read["amount_paid"], 1_350);
+    assert_eq!(read["provider_payment_id"], "pi_binary");
+
+    // The `invoice.paid` event went through the outbox and the bus to the tenant's
+    // endpoint, signed with its secret over the exact body.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (headers, body) = loop {
+        if let Some(delivery) = received.lock().unwrap().iter().find(|(_, body)| {
+            serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|e| e["data"]["id"] == id)
+        }) {
+            break delivery.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no webhook delivered; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "tenancy.billing.invoice.paid");
+    assert_eq!(event["tenant_id"], tenant);
+    let signature = headers.get("tenancy-signature").unwrap().to_str().unwrap();
+    tenancy_billing::signature::verify(
+        signature,
+        &body,
+        &[endpoint_secret.as_str()],
+        Utc::now().timestamp(),
+        tenancy_billing::signature::DEFAULT_TOLERANCE,
+    )
+    .unwrap();
     // The period was invoiced once, however many passes ran since.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, all) = call(
@@ -1221,4 +1278,34 @@ async fn binary_billing_scheduler_invoices_metered_usage_of_a_backdated_period()
     .await;
     assert_eq!(all["invoices"].as_array().unwrap().len(), 2, "{all}");
     server.terminate().await;
+}
+
+/// The Stripe webhook secret the billing binary test runs with.
+const STRIPE_SECRET: &str = "whsec_binary_test";
+
+/// Requests a webhook receiver got: headers and raw body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A local HTTP receiver of webhooks on 127.0.0.1 (answers 200), and its address.
+async fn webhook_receiver() -> (Received, std::net::SocketAddr) {
+    let received: Received = Received::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push((headers, body.to_vec()));
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (received, addr)
 }
