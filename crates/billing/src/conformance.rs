@@ -725,6 +725,96 @@ pub async fn atomic_commits(store: Arc<dyn BillingStore>, outbox: Arc<dyn Outbox
             .kind(),
         ErrorKind::InvalidInput
     );
+    // A batch is all or nothing across tenants, one change per tenant.
+    let other = TenantId::new();
+    customer(&billing, other, "0").await;
+    let theirs = billing
+        .create_subscription(other, subscribe(plan.id), None)
+        .await
+        .unwrap()
+        .subscription;
+    let mut theirs_next = theirs.clone();
+    theirs_next.quantity = 3;
+    theirs_next.version += 1;
+    let mine = billing.subscription(tenant, sub.id).await.unwrap();
+    let mut stale_mine = mine.clone();
+    stale_mine.version += 2;
+    let batch = vec![
+        (
+            other,
+            Changes {
+                subscriptions: vec![Write::Update(theirs_next.clone())],
+                ..Changes::default()
+            },
+        ),
+        (
+            tenant,
+            Changes {
+                subscriptions: vec![Write::Update(stale_mine)],
+                ..Changes::default()
+            },
+        ),
+    ];
+    assert_eq!(
+        store.commit_batch(&batch).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        billing
+            .subscription(other, theirs.id)
+            .await
+            .unwrap()
+            .quantity,
+        1
+    );
+    let twice = vec![
+        (
+            other,
+            Changes {
+                subscriptions: vec![Write::Update(theirs_next.clone())],
+                ..Changes::default()
+            },
+        ),
+        (other, Changes::default()),
+    ];
+    assert_eq!(
+        store.commit_batch(&twice).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let mut mine_next = mine.clone();
+    mine_next.quantity = 4;
+    mine_next.version += 1;
+    let good = vec![
+        (
+            other,
+            Changes {
+                subscriptions: vec![Write::Update(theirs_next)],
+                ..Changes::default()
+            },
+        ),
+        (
+            tenant,
+            Changes {
+                subscriptions: vec![Write::Update(mine_next)],
+                ..Changes::default()
+            },
+        ),
+    ];
+    store.commit_batch(&good).await.unwrap();
+    assert_eq!(
+        billing
+            .subscription(other, theirs.id)
+            .await
+            .unwrap()
+            .quantity,
+        3
+    );
+    assert_eq!(
+        billing.subscription(tenant, sub.id).await.unwrap().quantity,
+        4
+    );
+    store.commit_batch(&[]).await.unwrap();
+
     // A second invoice with a taken billing key is refused.
     let mut dup = all_invoices(&billing, tenant).await.remove(0);
     dup.id = InvoiceId::new();
@@ -1182,6 +1272,19 @@ impl BillingStore for CrashingStore {
             return Err(Error::Unavailable("injected crash".into()));
         }
         self.inner.commit(tenant, changes).await
+    }
+    fn write_concurrency(&self) -> usize {
+        self.inner.write_concurrency()
+    }
+    async fn commit_batch(&self, batch: &[(TenantId, Changes)]) -> Result<()> {
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if n.is_multiple_of(self.every) {
+            if (n / self.every).is_multiple_of(2) {
+                self.inner.commit_batch(batch).await?;
+            }
+            return Err(Error::Unavailable("injected crash".into()));
+        }
+        self.inner.commit_batch(batch).await
     }
     async fn get_customer(&self, t: TenantId) -> Result<Customer> {
         self.inner.get_customer(t).await

@@ -16,7 +16,7 @@ use crate::ids::{InvoiceId, PlanId, ProductId, SubscriptionId};
 use crate::model::{CreditNote, Customer, Invoice, Plan, Product, Subscription};
 use crate::store::{
     BILLING_TOPIC, BillingStore, Changes, Due, DueKind, IdempotencyRecord, InvoiceFilter, Write,
-    check_changes,
+    check_batch, check_changes,
 };
 
 #[derive(Default)]
@@ -291,6 +291,29 @@ impl BillingStore for MemoryBillingStore {
         let mut t = self.tables.write().await;
         t.check(tenant, changes)?;
         t.apply(tenant, changes)
+    }
+
+    async fn commit_batch(&self, batch: &[(TenantId, Changes)]) -> Result<()> {
+        check_batch(batch)?;
+        let mut t = self.tables.write().await;
+        // One change per tenant: they touch disjoint records, except the global
+        // provider events, checked across the batch too.
+        let mut events = HashSet::new();
+        for (tenant, changes) in batch {
+            t.check(*tenant, changes)?;
+            if let Some(p) = &changes.provider_event
+                && !events.insert((p.provider.clone(), p.event_id.clone()))
+            {
+                return Err(Error::AlreadyExists(format!(
+                    "{} event `{}` was applied already",
+                    p.provider, p.event_id
+                )));
+            }
+        }
+        for (tenant, changes) in batch {
+            t.apply(*tenant, changes)?;
+        }
+        Ok(())
     }
 
     async fn get_customer(&self, tenant: TenantId) -> Result<Customer> {

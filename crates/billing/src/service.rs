@@ -41,7 +41,7 @@ use crate::payment::{
 use crate::price::{Price, PriceKind};
 use crate::provider_events::{PaymentEvent, PaymentEventKind, PaymentEventOutcome};
 use crate::store::{
-    BillingStore, Changes, DueKind, IdempotencyRecord, InvoiceFilter, ProviderEvent, Write,
+    BillingStore, Changes, Due, DueKind, IdempotencyRecord, InvoiceFilter, ProviderEvent, Write,
 };
 use crate::usage::UsageSource;
 
@@ -1111,20 +1111,75 @@ impl Billing {
             .await?;
         let plans = PlanCache::default();
         let plans = &plans;
-        let outcomes: Vec<_> = futures_util::stream::iter(due)
+        // A tenant's periods share its customer record (invoice numbers): one close
+        // per tenant goes into a batch; further ones of the same tenant close alone.
+        let mut seen = std::collections::HashSet::new();
+        let (batched, alone): (Vec<Due>, Vec<Due>) =
+            due.into_iter().partition(|d| seen.insert(d.tenant_id));
+        let mut report = CycleReport::default();
+        let prepared: Vec<_> = futures_util::stream::iter(batched)
             .map(|item| async move {
                 let id = SubscriptionId::from_uuid(item.id);
-                (
-                    item,
-                    self.close_period_with(item.tenant_id, id, plans).await,
-                )
+                (item, self.prepare_close(item.tenant_id, id, plans).await)
             })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
-        let mut report = CycleReport::default();
-        for (item, outcome) in outcomes {
+        let mut ready = Vec::with_capacity(prepared.len());
+        for (item, outcome) in prepared {
             match outcome {
+                Ok(Some(close)) => ready.push((item, close)),
+                Ok(None) => report.skipped += 1,
+                Err(e) => {
+                    tracing::warn!(tenant = %item.tenant_id, subscription = %item.id, error = %e, "closing a billing period failed");
+                    report.failed += 1;
+                }
+            }
+        }
+        // Batches hold distinct tenants, so they commit concurrently too.
+        let mut batches: Vec<(Vec<(TenantId, Changes)>, Vec<(Due, bool)>)> = Vec::new();
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let (changes, items) = ready
+                .by_ref()
+                .take(COMMIT_BATCH)
+                .map(|(item, close)| {
+                    let invoiced = close.result.invoice.is_some();
+                    ((item.tenant_id, close.changes), (item, invoiced))
+                })
+                .unzip();
+            batches.push((changes, items));
+        }
+        let committed: Vec<_> = futures_util::stream::iter(batches)
+            .map(|(batch, items)| async move { (self.store.commit_batch(&batch).await, items) })
+            .buffer_unordered(
+                self.config
+                    .concurrency
+                    .min(self.store.write_concurrency())
+                    .max(1),
+            )
+            .collect()
+            .await;
+        let mut retry = Vec::new();
+        for (outcome, items) in committed {
+            match outcome {
+                Ok(()) => {
+                    for (_, invoiced) in items {
+                        report.closed += 1;
+                        report.invoiced += usize::from(invoiced);
+                    }
+                }
+                // Some close of the batch lost a race (or failed): each is tried alone.
+                Err(e) => {
+                    tracing::debug!(error = %e, "a batch of period closes is retried one by one");
+                    retry.extend(items.into_iter().map(|(item, _)| item));
+                }
+            }
+        }
+        retry.extend(alone);
+        for item in retry {
+            let id = SubscriptionId::from_uuid(item.id);
+            match self.close_period_with(item.tenant_id, id, plans).await {
                 Ok(Some(closed)) => {
                     report.closed += 1;
                     report.invoiced += usize::from(closed.invoice.is_some());
@@ -1172,6 +1227,43 @@ impl Billing {
         id: SubscriptionId,
         plans: &PlanCache,
     ) -> Result<Option<SubscriptionChange>> {
+        let Some(close) = self.prepare_close(tenant, id, plans).await? else {
+            return Ok(None);
+        };
+        match self.store.commit(tenant, &close.changes).await {
+            Ok(()) => Ok(Some(close.result)),
+            Err(e) => self.lost_close(tenant, id, close.closed, e).await,
+        }
+    }
+
+    /// After a failed commit of a period close: `None` when another scheduler closed
+    /// the period (or changed the subscription) first, else the error.
+    async fn lost_close(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        closed: Period,
+        e: Error,
+    ) -> Result<Option<SubscriptionChange>> {
+        if !matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) {
+            return Err(e);
+        }
+        let now_stored = self.store.get_subscription(tenant, id).await?;
+        if now_stored.current_period != closed || !now_stored.open {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
+
+    /// Reads what closing the current period of a subscription needs and builds the
+    /// change (nothing written); `None` when the period has not ended.
+    async fn prepare_close(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        plans: &PlanCache,
+    ) -> Result<Option<PreparedClose>> {
         let mut sub = self.store.get_subscription(tenant, id).await?;
         let now = self.now();
         if sub.next_action_at().is_none_or(|at| at > now) {
@@ -1230,22 +1322,14 @@ impl Billing {
             .events
             .insert(0, self.event(tenant, kind, id, &sub)?);
         changes.subscriptions.push(Write::Update(sub.clone()));
-        match self.store.commit(tenant, &changes).await {
-            Ok(()) => Ok(Some(SubscriptionChange {
+        Ok(Some(PreparedClose {
+            changes,
+            closed,
+            result: SubscriptionChange {
                 subscription: sub,
                 invoice,
-            })),
-            // Another scheduler closed this period (or changed the subscription) first.
-            Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) => {
-                let now_stored = self.store.get_subscription(tenant, id).await?;
-                if now_stored.current_period != closed || !now_stored.open {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-            Err(e) => Err(e),
-        }
+            },
+        }))
     }
 
     async fn usage_lines(
@@ -1997,6 +2081,16 @@ pub fn proration_lines(
     lines.retain(|l| l.amount != 0);
     Ok(lines)
 }
+
+/// A period close ready to commit.
+struct PreparedClose {
+    changes: Changes,
+    closed: Period,
+    result: SubscriptionChange,
+}
+
+/// Period closes committed in one transaction by a scheduler pass.
+const COMMIT_BATCH: usize = 50;
 
 /// Plans read during a scheduler pass (plans change rarely; a pass reads each once).
 #[derive(Default)]

@@ -39,14 +39,17 @@ fn write_error(e: sqlx::Error, taken: impl FnOnce(&str) -> String) -> Error {
     Error::from(e)
 }
 
-/// Generates [`crate::BillingStore`] for `$store` over database `$db`. `$global`
-/// opens a write transaction outside any tenant, `$read` a connection that reads one
+/// Generates [`crate::BillingStore`] for `$store` over database `$db`, which has
+/// `$writers` concurrent writers (see `BillingStore::write_concurrency`). `$global`
+/// opens a write transaction outside any tenant, `$write` one of a tenant, `$switch`
+/// makes it act for another tenant (a batch), `$read` a
+/// connection that reads one
 /// tenant's rows and `$read_global` one that reads shared rows (each a single round
 /// trip where the backend allows), `$purge` a transaction allowed to delete expired
 /// idempotency keys of every tenant, and `$enqueue` is tenancy-core's outbox
 /// `enqueue` of that backend.
 macro_rules! sql_billing_store {
-    ($store:ty, $db:ty, $global:path, $read:path, $read_global:path, $purge:path, $enqueue:path) => {
+    ($store:ty, $db:ty, $writers:expr, $global:path, $write:path, $switch:path, $read:path, $read_global:path, $purge:path, $enqueue:path) => {
         use async_trait::async_trait;
         use chrono::{DateTime, Utc};
         use sqlx::Row as _;
@@ -59,7 +62,7 @@ macro_rules! sql_billing_store {
         use crate::sql::{from_micros, micros, write_error};
         use crate::store::{
             BILLING_TOPIC, BillingStore, Changes, Due, DueKind, IdempotencyRecord,
-            InvoiceFilter, Write, check_changes,
+            InvoiceFilter, Write, check_batch, check_changes,
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
@@ -313,8 +316,8 @@ macro_rules! sql_billing_store {
                     .await
                     .map_err(|e| write_error(e, |_| format!("{} event `{}` was applied already", p.provider, p.event_id)))?;
             }
-            for e in &changes.events {
-                $enqueue(tx, BILLING_TOPIC, e).await?;
+            if !changes.events.is_empty() {
+                $enqueue(tx, BILLING_TOPIC, &changes.events).await?;
             }
             Ok(())
         }
@@ -414,8 +417,26 @@ macro_rules! sql_billing_store {
 
             async fn commit(&self, tenant: TenantId, changes: &Changes) -> Result<()> {
                 check_changes(tenant, changes)?;
-                let mut tx = self.tenant_transaction(tenant, true).await?;
+                let mut tx = $write(self, tenant).await?;
                 apply(&mut tx, tenant, changes).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            fn write_concurrency(&self) -> usize {
+                $writers
+            }
+
+            async fn commit_batch(&self, batch: &[(TenantId, Changes)]) -> Result<()> {
+                check_batch(batch)?;
+                let Some(((first, _), _)) = batch.split_first() else {
+                    return Ok(());
+                };
+                let mut tx = $write(self, *first).await?;
+                for (tenant, changes) in batch {
+                    $switch(&mut tx, *tenant).await?;
+                    apply(&mut tx, *tenant, changes).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -560,6 +581,18 @@ mod sqlite {
     /// Reads need no transaction in SQLite (a statement sees one snapshot, and there
     /// is no row-level security): a pooled connection saves the `BEGIN` and the
     /// rollback, each a hop to the connection's worker thread.
+    async fn write(
+        store: &SqliteStore,
+        tenant: TenantId,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        store.tenant_transaction(tenant, true).await
+    }
+
+    /// No row-level security in SQLite: nothing to switch.
+    async fn switch(_tx: &mut sqlx::Transaction<'static, Sqlite>, _tenant: TenantId) -> Result<()> {
+        Ok(())
+    }
+
     async fn read(store: &SqliteStore, _tenant: TenantId) -> Result<PoolConnection<Sqlite>> {
         Ok(store.pool().acquire().await?)
     }
@@ -575,11 +608,14 @@ mod sqlite {
     sql_billing_store!(
         SqliteStore,
         Sqlite,
+        1,
         global,
+        write,
+        switch,
         read,
         read_global,
         purge,
-        tenancy_core::sqlite::enqueue
+        tenancy_core::sqlite::enqueue_all
     );
 
     /// Applies the billing migrations to a SQLite database.
@@ -600,7 +636,8 @@ mod postgres {
         Ok(store.pool().begin().await?)
     }
 
-    /// A transaction with `app.tenant_id` set, opened in one round trip (`BEGIN` and
+    /// A transaction with `app.tenant_id` set (for reads and writes), opened in one
+    /// round trip (`BEGIN` and
     /// `SET LOCAL` sent together; the tenant id is a formatted UUID, never user text).
     async fn read(
         store: &PgStore,
@@ -611,6 +648,22 @@ mod postgres {
             tenant.as_uuid().hyphenated()
         );
         Ok(store.pool().begin_with(AssertSqlSafe(statement)).await?)
+    }
+
+    async fn write(
+        store: &PgStore,
+        tenant: TenantId,
+    ) -> Result<sqlx::Transaction<'static, Postgres>> {
+        read(store, tenant).await
+    }
+
+    /// Sets `app.tenant_id` for the rest of the transaction.
+    async fn switch(tx: &mut sqlx::Transaction<'static, Postgres>, tenant: TenantId) -> Result<()> {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     async fn read_global(store: &PgStore) -> Result<PoolConnection<Postgres>> {
@@ -628,11 +681,14 @@ mod postgres {
     sql_billing_store!(
         PgStore,
         Postgres,
+        usize::MAX,
         global,
+        write,
+        switch,
         read,
         read_global,
         purge,
-        tenancy_core::postgres::enqueue
+        tenancy_core::postgres::enqueue_all
     );
 
     /// Applies the billing migrations to a PostgreSQL database.

@@ -155,6 +155,16 @@ pub trait BillingStore: Send + Sync {
     /// Writes `changes` for `tenant` atomically (see the trait's documentation). Every
     /// record must belong to `tenant` (`InvalidInput` otherwise).
     async fn commit(&self, tenant: TenantId, changes: &Changes) -> Result<()>;
+    /// Writes several tenants' changes in one transaction, all or nothing: the first
+    /// failure of any (the same as [`BillingStore::commit`]'s) fails the batch and
+    /// nothing is written. At most one [`Changes`] per tenant (`InvalidInput`
+    /// otherwise).
+    async fn commit_batch(&self, batch: &[(TenantId, Changes)]) -> Result<()>;
+    /// How many commits are worth running at once: SQLite has one writer (more only
+    /// queue for its lock), PostgreSQL many. Unbounded by default.
+    fn write_concurrency(&self) -> usize {
+        usize::MAX
+    }
     /// The tenant's customer profile. `NotFound` when absent.
     async fn get_customer(&self, tenant: TenantId) -> Result<Customer>;
     /// A subscription. `NotFound` when absent.
@@ -187,6 +197,22 @@ pub trait BillingStore: Send + Sync {
 
     /// Records of `kind` due at or before `now`, of every tenant, earliest first.
     async fn due(&self, kind: DueKind, now: DateTime<Utc>, limit: u32) -> Result<Vec<Due>>;
+}
+
+/// Checks a batch for [`BillingStore::commit_batch`]: each [`Changes`] with
+/// [`check_changes`], and at most one per tenant.
+pub fn check_batch(batch: &[(TenantId, Changes)]) -> Result<()> {
+    let mut tenants = std::collections::HashSet::new();
+    for (tenant, changes) in batch {
+        if !tenants.insert(*tenant) {
+            return Err(tenancy_core::Error::invalid(
+                "batch",
+                format!("tenant `{tenant}` has more than one change in the batch"),
+            ));
+        }
+        check_changes(*tenant, changes)?;
+    }
+    Ok(())
 }
 
 /// Checks that every record of `changes` belongs to `tenant` and that versions follow

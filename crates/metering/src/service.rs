@@ -609,7 +609,7 @@ impl Metering {
         to: DateTime<Utc>,
     ) -> Result<Vec<MeterTotal>> {
         let meters = self.store.list_meters(tenant).await?;
-        let mut out = Vec::with_capacity(meters.len());
+        let mut chosen = Vec::with_capacity(meters.len());
         for meter in meters {
             if keys.is_some_and(|keys| !keys.contains(&meter.key.as_str())) {
                 continue;
@@ -627,7 +627,20 @@ impl Metering {
                     ),
                 ));
             };
-            out.push(self.meter_total(tenant, &meter, window, from, to).await?);
+            chosen.push((meter, window));
+        }
+        let wanted: Vec<(MeterKey, Window)> =
+            chosen.iter().map(|(m, w)| (m.key.clone(), *w)).collect();
+        let rows = self
+            .store
+            .rollups_of(tenant, &wanted, from.timestamp(), to.timestamp())
+            .await?;
+        let mut out = Vec::with_capacity(chosen.len());
+        for ((meter, window), rows) in chosen.iter().zip(rows) {
+            out.push(
+                self.meter_total(tenant, meter, *window, from, to, rows)
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -639,12 +652,9 @@ impl Metering {
         window: Window,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        rows: Vec<RollupRow>,
     ) -> Result<MeterTotal> {
         let (from, to) = (from.timestamp(), to.timestamp());
-        let rows: Vec<RollupRow> = self
-            .store
-            .rollups(tenant, &meter.key, window, from, to)
-            .await?;
         let mut total = Accumulator::new(meter.aggregation);
         let mut groups: BTreeMap<String, Accumulator> = BTreeMap::new();
         for row in &rows {

@@ -242,6 +242,60 @@ macro_rules! sql_metering_store {
                 $ingest(self, tenant, batch).await
             }
 
+            async fn rollups_of(
+                &self,
+                tenant: tenancy_core::TenantId,
+                wanted: &[(crate::model::MeterKey, crate::model::Window)],
+                from: i64,
+                to: i64,
+            ) -> tenancy_core::Result<Vec<Vec<crate::rollup::RollupRow>>> {
+                use sqlx::Row as _;
+                if wanted.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT meter_key, window_size, window_start, group_key, events, \
+                     CAST(value AS TEXT) AS value, latest_time, latest_id, saturated \
+                     FROM usage_rollups WHERE tenant_id = ",
+                );
+                query.push_bind(tenant.as_uuid());
+                query.push(" AND window_start >= ");
+                query.push_bind(from);
+                query.push(" AND window_start < ");
+                query.push_bind(to);
+                query.push(" AND (");
+                for (i, (meter, window)) in wanted.iter().enumerate() {
+                    if i > 0 {
+                        query.push(" OR ");
+                    }
+                    query.push("(meter_key = ");
+                    query.push_bind(meter.as_str());
+                    query.push(" AND window_size = ");
+                    query.push_bind(window.as_str());
+                    query.push(")");
+                }
+                query.push(")");
+                let mut tx = $read(self, tenant).await?;
+                let rows = query.build().fetch_all(&mut *tx).await.map_err(db)?;
+                let mut out: Vec<Vec<crate::rollup::RollupRow>> = vec![Vec::new(); wanted.len()];
+                for row in &rows {
+                    let key: String = row.try_get("meter_key").map_err(db)?;
+                    let size: String = row.try_get("window_size").map_err(db)?;
+                    let slot = wanted
+                        .iter()
+                        .position(|(m, w)| m.as_str() == key && w.as_str() == size);
+                    if let Some(rows) = slot.and_then(|i| out.get_mut(i)) {
+                        rows.push(rollup_row(row)?);
+                    }
+                }
+                for rows in &mut out {
+                    rows.sort_by(|a, b| {
+                        (a.window_start, &a.group_key).cmp(&(b.window_start, &b.group_key))
+                    });
+                }
+                Ok(out)
+            }
+
             async fn rollups(
                 &self,
                 tenant: tenancy_core::TenantId,

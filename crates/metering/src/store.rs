@@ -49,6 +49,21 @@ pub trait MeteringStore: QuotaCounter + Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<RollupRow>>;
+    /// [`MeteringStore::rollups`] of several (meter, window) pairs at once, in the
+    /// order asked: the SQL backends read them in one query.
+    async fn rollups_of(
+        &self,
+        tenant: TenantId,
+        wanted: &[(MeterKey, Window)],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Vec<RollupRow>>> {
+        let mut out = Vec::with_capacity(wanted.len());
+        for (meter, window) in wanted {
+            out.push(self.rollups(tenant, meter, *window, from, to).await?);
+        }
+        Ok(out)
+    }
     /// The stored distinct values of unique-count `meter` and `window` with
     /// `from <= window_start < to`, in any order.
     async fn unique_values(

@@ -50,9 +50,14 @@ impl PgStore {
 
     /// Connects with explicit options.
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+        // No ping before each acquire (a round trip per transaction): a connection the
+        // server closed fails its next query instead and leaves the pool; idle ones
+        // are recycled after 5 minutes, before most servers and proxies drop them.
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(300))
             .connect_with(options)
             .await?;
         Ok(Self { pool })

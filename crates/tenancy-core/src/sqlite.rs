@@ -53,8 +53,11 @@ impl SqliteStore {
         }
         // An in-memory database exists per connection: keep exactly one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // No ping before each acquire: a local file's connection does not break, and
+        // the ping is a hop to the connection's worker thread on every query.
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 8 })
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { pool })
