@@ -1137,7 +1137,7 @@ impl Billing {
             }
         }
         // Batches hold distinct tenants, so they commit concurrently too.
-        let mut batches: Vec<(Vec<(TenantId, Changes)>, Vec<(Due, bool)>)> = Vec::new();
+        let mut batches: Vec<CommitBatch> = Vec::new();
         let mut ready = ready.into_iter().peekable();
         while ready.peek().is_some() {
             let (changes, items) = ready
@@ -2088,6 +2088,10 @@ struct PreparedClose {
     closed: Period,
     result: SubscriptionChange,
 }
+
+/// A batch of period closes to commit, and each close's due item and whether it
+/// made an invoice.
+type CommitBatch = (Vec<(TenantId, Changes)>, Vec<(Due, bool)>);
 
 /// Period closes committed in one transaction by a scheduler pass.
 const COMMIT_BATCH: usize = 50;
