@@ -19,6 +19,7 @@
 #![expect(
     clippy::expect_used,
     clippy::panic,
+    clippy::indexing_slicing,
     reason = "a load program whose setup fails must stop loudly"
 )]
 
