@@ -1,4 +1,4 @@
-//! Policy stores in tenancy-core's SQL databases: [`PolicyStore`] for
+//! Policy stores in tenancy-core's SQL databases: [`PolicyStore`](crate::PolicyStore) for
 //! `tenancy_core::sqlite::SqliteStore` and `tenancy_core::postgres::PgStore`, so one
 //! database (and one pool) serves identity and policies. Call [`migrate_sqlite`] /
 //! [`migrate_postgres`] once, after the identity migrations. In PostgreSQL the table

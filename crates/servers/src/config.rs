@@ -195,7 +195,7 @@ pub struct Options {
     #[arg(long, env = "TENANCY_KAFKA_GROUP", value_name = "GROUP", global = true)]
     pub kafka_group: Option<String>,
 
-    /// The OAuth issuer URL the gateway is reached at [default: http://<gateway-addr>]
+    /// The OAuth issuer URL the gateway is reached at [default: http://GATEWAY_ADDR]
     #[arg(long, env = "TENANCY_ISSUER", value_name = "URL", global = true)]
     pub issuer: Option<String>,
 
