@@ -61,12 +61,32 @@ pub(super) struct Idempotent {
     pub body: axum::body::Bytes,
     /// The key, when the request carries one.
     pub key: Option<Idempotency>,
+    /// Whether the tenant already used the key for this same request: the answer is
+    /// then the saved one, marked `Idempotent-Replayed: true` (as Stripe does).
+    pub replayed: bool,
 }
 
-impl<S: Send + Sync> FromRequest<S> for Idempotent {
+impl Idempotent {
+    /// The JSON answer `value` with `status`, marked as a replay when it is one.
+    pub fn respond<T: Serialize>(&self, status: StatusCode, value: &T) -> Response {
+        let mut response = to_json_response(status, value);
+        if self.replayed {
+            response.headers_mut().insert(
+                REPLAYED_HEADER,
+                axum::http::HeaderValue::from_static("true"),
+            );
+        }
+        response
+    }
+}
+
+/// The header marking a replayed answer.
+pub(super) const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+impl FromRequest<BillingState> for Idempotent {
     type Rejection = Response;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+    async fn from_request(request: Request, state: &BillingState) -> Result<Self, Response> {
         let header = match request.headers().get(IDEMPOTENCY_HEADER) {
             None => None,
             Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
@@ -78,12 +98,33 @@ impl<S: Send + Sync> FromRequest<S> for Idempotent {
         };
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let tenant = request
+            .headers()
+            .get(TENANT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| TenantId::parse_field(TENANT_HEADER, v).ok());
         let Body(body) = Body::from_request(request, state).await?;
         let key = header
             .map(|key| Idempotency::new(&key, fingerprint(method.as_str(), &path, &body)))
             .transpose()
             .map_err(|e| api_error(&e))?;
-        Ok(Self { body, key })
+        // Known before the call; a request racing the first one with the same key gets
+        // the saved answer too, without the mark.
+        let replayed = match (&key, tenant) {
+            (Some(key), Some(tenant)) => state
+                .billing
+                .store()
+                .get_idempotency(tenant, &key.key)
+                .await
+                .map_err(|e| api_error(&e))?
+                .is_some_and(|saved| saved.fingerprint == key.fingerprint),
+            _ => false,
+        };
+        Ok(Self {
+            body,
+            key,
+            replayed,
+        })
     }
 }
 
@@ -272,7 +313,7 @@ pub(super) async fn put_customer(
         .billing
         .put_customer(tenant, input, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &customer))
+    Ok(request.respond(StatusCode::OK, &customer))
 }
 
 pub(super) async fn customer(
@@ -297,7 +338,7 @@ pub(super) async fn create_subscription(
         .billing
         .create_subscription(tenant, input, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::CREATED, &created))
+    Ok(request.respond(StatusCode::CREATED, &created))
 }
 
 pub(super) async fn list_subscriptions(
@@ -353,7 +394,7 @@ pub(super) async fn change_plan(
         .billing
         .change_plan(tenant, id, change, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &changed))
+    Ok(request.respond(StatusCode::OK, &changed))
 }
 
 /// `POST /v1/subscriptions/{id}/cancel`: an empty body cancels now, without credit.
@@ -370,7 +411,7 @@ pub(super) async fn cancel(
         .billing
         .cancel(tenant, id, how, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &canceled))
+    Ok(request.respond(StatusCode::OK, &canceled))
 }
 
 pub(super) async fn reactivate(
@@ -386,7 +427,7 @@ pub(super) async fn reactivate(
         .billing
         .reactivate(tenant, id, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &subscription))
+    Ok(request.respond(StatusCode::OK, &subscription))
 }
 
 pub(super) async fn pause(
@@ -402,7 +443,7 @@ pub(super) async fn pause(
         .billing
         .pause(tenant, id, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &subscription))
+    Ok(request.respond(StatusCode::OK, &subscription))
 }
 
 pub(super) async fn resume(
@@ -418,7 +459,7 @@ pub(super) async fn resume(
         .billing
         .resume(tenant, id, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &subscription))
+    Ok(request.respond(StatusCode::OK, &subscription))
 }
 
 // ----- invoices -----
@@ -489,7 +530,7 @@ pub(super) async fn finalize_invoice(
         .billing
         .finalize_invoice(tenant, id, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &invoice))
+    Ok(request.respond(StatusCode::OK, &invoice))
 }
 
 pub(super) async fn void_invoice(
@@ -505,7 +546,7 @@ pub(super) async fn void_invoice(
         .billing
         .void_invoice(tenant, id, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::OK, &invoice))
+    Ok(request.respond(StatusCode::OK, &invoice))
 }
 
 /// The body of `POST /v1/invoices/{id}/pay` (optional; [`strict_body`] names unknown
@@ -536,7 +577,7 @@ pub(super) async fn mark_paid(
             request.key.as_ref(),
         )
         .await?;
-    Ok(to_json_response(StatusCode::OK, &invoice))
+    Ok(request.respond(StatusCode::OK, &invoice))
 }
 
 pub(super) async fn create_credit_note(
@@ -552,7 +593,7 @@ pub(super) async fn create_credit_note(
         .billing
         .create_credit_note(tenant, id, input, request.key.as_ref())
         .await?;
-    Ok(to_json_response(StatusCode::CREATED, &note))
+    Ok(request.respond(StatusCode::CREATED, &note))
 }
 
 /// `GET /v1/invoices/{id}/credit_notes`: 404 for an unknown invoice, so the invoice is

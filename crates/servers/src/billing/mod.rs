@@ -29,8 +29,8 @@
 //! Every mutating tenant call takes an optional `Idempotency-Key` header with Stripe's
 //! semantics: the first request with a key saves its response in the same
 //! transaction as its effect; the same key with the same request (method, path and
-//! body) replays that response; the same key with another request is 409 `conflict`.
-//! Keys are scoped by tenant.
+//! body) replays that response, marked `Idempotent-Replayed: true`; the same key with
+//! another request is 409 `conflict`. Keys are scoped by tenant.
 //!
 //! Errors are JSON with a machine-readable `code` and a `message` ([`crate::http`]).
 //! Bodies above [`MAX_BODY_BYTES`] are refused with 413.

@@ -25,7 +25,7 @@ fn idempotency_header() -> Value {
         "header",
         false,
         json!({"type": "string", "minLength": 1, "maxLength": 255}),
-        "makes retries safe (Stripe's semantics, scoped by tenant, kept at least 24 hours): the first request's response is saved with its effect; the same key with the same method, path and body replays it; with another request it is 409 `conflict`",
+        "makes retries safe (Stripe's semantics, scoped by tenant, kept at least 24 hours): the first request's response is saved with its effect; the same key with the same method, path and body replays it (marked `Idempotent-Replayed: true`); with another request it is 409 `conflict`",
     )
 }
 

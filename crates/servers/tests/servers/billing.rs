@@ -1125,12 +1125,16 @@ async fn idempotency(api: &BillingApi) {
         });
     }
     let mut answers = Vec::new();
+    let mut first_answers = 0;
     while let Some(answer) = calls.join_next().await {
         let answer = answer.unwrap();
         assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        first_answers += usize::from(!answer.headers.contains_key("idempotent-replayed"));
         answers.push(answer.body);
     }
     assert!(answers.iter().all(|a| *a == answers[0]), "answers differ");
+    // At least the first request was answered fresh (racing ones may be too, unmarked).
+    assert!(first_answers >= 1);
     let subscription = answers[0]["subscription"]["id"].as_str().unwrap();
     let listed = api.get("/v1/subscriptions", tenant).await;
     assert_eq!(ids(&listed["subscriptions"]), [subscription]);
@@ -1155,6 +1159,7 @@ async fn idempotency(api: &BillingApi) {
         (replay.status, &replay.body),
         (StatusCode::CREATED, &answers[0])
     );
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
     let changed = serde_json::to_vec(&json!({"plan_id": plan, "quantity": 4})).unwrap();
     let conflict = api
         .raw(
