@@ -641,20 +641,9 @@ impl Billing {
 
     // ---- subscriptions ----
 
-    /// Subscribes the tenant to a plan: with a trial (nothing charged until it ends),
-    /// or with the first period's fees invoiced now (prorated up to the anchor day
-    /// when one is given).
-    pub async fn create_subscription(
-        &self,
-        tenant: TenantId,
-        input: NewSubscription,
-        idem: Option<&Idempotency>,
-    ) -> Result<SubscriptionChange> {
-        // A retry replays the saved response even if the request would no longer
-        // validate (the plan was archived since, time moved on).
-        if let Some(saved) = self.saved(tenant, idem).await? {
-            return Ok(saved);
-        }
+    /// The plan a new subscription asks for, once the request is checked: a valid
+    /// quantity and backdate, an existing and active plan.
+    async fn subscribable_plan(&self, input: &NewSubscription) -> Result<Plan> {
         check_quantity(input.quantity)?;
         if let Some(start) = input.backdate_start_date {
             let now = self.now();
@@ -665,25 +654,40 @@ impl Billing {
                 ));
             }
         }
-        let plan = self
-            .store
-            .get_plan(input.plan_id)
-            .await
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound => invalid(
-                    "plan_id",
-                    format!("plan `{}` does not exist", input.plan_id),
-                ),
-                _ => e,
-            })?;
+        self.active_plan(input.plan_id).await
+    }
+
+    /// A plan a request names in `plan_id`, which must exist and not be archived
+    /// (`InvalidInput` on `plan_id` otherwise).
+    async fn active_plan(&self, id: PlanId) -> Result<Plan> {
+        let plan = self.store.get_plan(id).await.map_err(|e| match e.kind() {
+            ErrorKind::NotFound => invalid("plan_id", format!("plan `{id}` does not exist")),
+            _ => e,
+        })?;
         if !plan.active {
             return Err(invalid(
                 "plan_id",
                 format!("plan `{}` is archived", plan.id),
             ));
         }
-        let (plan, input) = (&plan, &input);
+        Ok(plan)
+    }
+
+    /// Subscribes the tenant to a plan: with a trial (nothing charged until it ends),
+    /// or with the first period's fees invoiced now (prorated up to the anchor day
+    /// when one is given).
+    pub async fn create_subscription(
+        &self,
+        tenant: TenantId,
+        input: NewSubscription,
+        idem: Option<&Idempotency>,
+    ) -> Result<SubscriptionChange> {
+        // Validated inside the transaction's attempt, after the saved response of the
+        // key is looked up: a retry replays it even if the request would no longer
+        // validate (the plan was archived since, time moved on).
+        let input = &input;
         self.transact(tenant, idem, || async move {
+            let plan = &self.subscribable_plan(input).await?;
             let mut customer = self.customer_for_billing(tenant).await?;
             if customer.currency != plan.currency {
                 return Err(invalid(
@@ -866,15 +870,9 @@ impl Billing {
         check_quantity(quantity)?;
         let old = self.store.get_plan(sub.plan_id).await?;
         let new = match change.plan_id {
-            Some(p) if p != old.id => self.store.get_plan(p).await.map_err(|e| match e.kind() {
-                ErrorKind::NotFound => invalid("plan_id", format!("plan `{p}` does not exist")),
-                _ => e,
-            })?,
+            Some(p) if p != old.id => self.active_plan(p).await?,
             _ => old.clone(),
         };
-        if !new.active && new.id != old.id {
-            return Err(invalid("plan_id", format!("plan `{}` is archived", new.id)));
-        }
         if new.currency != old.currency || new.interval != old.interval {
             return Err(invalid(
                 "plan_id",
