@@ -1240,6 +1240,24 @@ impl CrashingStore {
     }
 }
 
+impl CrashingStore {
+    /// Runs `commit`, except every `every`th time: then a crash is reported, before the
+    /// commit runs or after it, in turn.
+    async fn crash_around(
+        &self,
+        commit: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if !n.is_multiple_of(self.every) {
+            return commit.await;
+        }
+        if (n / self.every).is_multiple_of(2) {
+            commit.await?;
+        }
+        Err(Error::Unavailable("injected crash".into()))
+    }
+}
+
 #[async_trait]
 impl BillingStore for CrashingStore {
     async fn insert_product(&self, p: &Product) -> Result<()> {
@@ -1264,27 +1282,13 @@ impl BillingStore for CrashingStore {
         self.inner.list_plans().await
     }
     async fn commit(&self, tenant: TenantId, changes: &Changes) -> Result<()> {
-        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
-        if n.is_multiple_of(self.every) {
-            if (n / self.every).is_multiple_of(2) {
-                self.inner.commit(tenant, changes).await?;
-            }
-            return Err(Error::Unavailable("injected crash".into()));
-        }
-        self.inner.commit(tenant, changes).await
+        self.crash_around(self.inner.commit(tenant, changes)).await
     }
     fn write_concurrency(&self) -> usize {
         self.inner.write_concurrency()
     }
     async fn commit_batch(&self, batch: &[(TenantId, Changes)]) -> Result<()> {
-        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
-        if n.is_multiple_of(self.every) {
-            if (n / self.every).is_multiple_of(2) {
-                self.inner.commit_batch(batch).await?;
-            }
-            return Err(Error::Unavailable("injected crash".into()));
-        }
-        self.inner.commit_batch(batch).await
+        self.crash_around(self.inner.commit_batch(batch)).await
     }
     async fn get_customer(&self, t: TenantId) -> Result<Customer> {
         self.inner.get_customer(t).await
