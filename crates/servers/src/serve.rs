@@ -293,12 +293,9 @@ pub fn billing_state(
         ..WebhookConfig::default()
     });
     Ok(BillingState {
-        billing: Arc::new(
-            Billing::new(stores.billing.clone(), usage).with_payments(payments.clone()),
-        ),
+        billing: Arc::new(Billing::new(stores.billing.clone(), usage).with_payments(payments)),
         admin,
         tenants: Arc::new(identity.clone()),
-        payments,
         stripe_webhook_secret: settings.stripe_webhook_secret.as_deref().map(Arc::from),
         webhooks: Arc::new(webhooks),
     })

@@ -46,7 +46,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
-use tenancy_billing::{Billing, PaymentProvider, Webhooks};
+use tenancy_billing::{Billing, Webhooks};
 use tenancy_metering::TenantDirectory;
 use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
@@ -69,9 +69,6 @@ pub struct BillingState {
     pub admin: AdminAuth,
     /// Which tenants exist (the identity service): calls for any other are refused.
     pub tenants: Arc<dyn TenantDirectory>,
-    /// Where invoices are paid: [`tenancy_billing::ManualProvider`] unless Stripe is
-    /// configured.
-    pub payments: Arc<dyn PaymentProvider>,
     /// The signing secret of Stripe's webhooks, when configured.
     pub stripe_webhook_secret: Option<Arc<str>>,
     /// The tenants' outgoing webhook endpoints.

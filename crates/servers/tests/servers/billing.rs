@@ -11,8 +11,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tenancy_billing::webhooks::{MemoryWebhookStore, WebhookConfig, WebhookStore};
 use tenancy_billing::{
-    Billing, BillingConfig, BillingStore, ManualProvider, MemoryBillingStore, MeteringUsage,
-    Webhooks,
+    Billing, BillingConfig, BillingStore, MemoryBillingStore, MeteringUsage, Webhooks,
 };
 use tenancy_core::TenantId;
 use tenancy_core::identity::{Identity, NewTenant};
@@ -68,7 +67,6 @@ impl BillingApi {
             billing: Arc::new(Billing::new(billing, usage).with_config(config)),
             admin: AdminAuth::new(ADMIN_TOKEN).unwrap(),
             tenants: Arc::new(identity.clone()),
-            payments: Arc::new(ManualProvider::new()),
             stripe_webhook_secret: Some(Arc::from(STRIPE_SECRET)),
             webhooks: Arc::new(Webhooks::new(webhooks).with_config(WebhookConfig {
                 allow_private_destinations: true,
