@@ -179,32 +179,7 @@ async fn postgres_billing_rls() {
         "billing_idempotency",
     ];
     for table in tables {
-        let count: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&raw)
-                .await
-                .unwrap();
-        assert_eq!(count, 0, "{table} shows rows without a tenant");
-        let mut tx = raw.begin().await.unwrap();
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(a.to_string())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let mine: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-        assert_eq!(mine, 1, "{table} shows one row of tenant a");
-        let foreign: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {table} WHERE tenant_id = $1"
-        )))
-        .bind(other.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        assert_eq!(foreign, 0, "{table} shows another tenant's rows");
+        let tx = rls_visibility(&raw, table, a, other).await;
         tx.rollback().await.unwrap();
     }
     // Deleting other tenants' idempotency keys needs the purge setting.
@@ -216,4 +191,42 @@ async fn postgres_billing_rls() {
     assert_eq!(deleted, 0);
     raw.close().await;
     b.finish().await;
+}
+
+/// Row-level security of `table` seen by the application role's pool `raw`: no row
+/// without the tenant setting, exactly one row of `tenant` with it and none of `other`.
+/// Returns the transaction scoped to `tenant`, for further checks.
+pub(crate) async fn rls_visibility<'a>(
+    raw: &'a sqlx::PgPool,
+    table: &str,
+    tenant: TenantId,
+    other: TenantId,
+) -> sqlx::Transaction<'a, sqlx::Postgres> {
+    let count: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(raw)
+            .await
+            .unwrap();
+    assert_eq!(count, 0, "{table} shows rows without a tenant");
+    let mut tx = raw.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let mine: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(mine, 1, "{table} shows one row of tenant a");
+    let foreign: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE tenant_id = $1"
+    )))
+    .bind(other.as_uuid())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(foreign, 0, "{table} shows another tenant's rows");
+    tx
 }

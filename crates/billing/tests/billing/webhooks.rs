@@ -1112,32 +1112,7 @@ async fn postgres_webhook_rls() {
         .await
         .unwrap();
     for table in ["webhook_endpoints", "webhook_deliveries"] {
-        let count: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&raw)
-                .await
-                .unwrap();
-        assert_eq!(count, 0, "{table} shows rows without a tenant");
-        let mut tx = raw.begin().await.unwrap();
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(a.to_string())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let mine: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-        assert_eq!(mine, 1, "{table} shows one row of tenant a");
-        let foreign: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {table} WHERE tenant_id = $1"
-        )))
-        .bind(other.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        assert_eq!(foreign, 0, "{table} shows another tenant's rows");
+        let mut tx = crate::stores::rls_visibility(&raw, table, a, other).await;
         // Writing a row of another tenant is refused.
         let forged = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE {table} SET doc = doc WHERE tenant_id = $1"
