@@ -798,6 +798,9 @@ struct ParsedItem {
 }
 
 fn parse_uid(field: &str, text: &str) -> Result<EntityUid> {
+    if let Some(uid) = crate::names::uid(text) {
+        return Ok(uid);
+    }
     EntityUid::from_str(text).map_err(|e| {
         Error::invalid(
             field,

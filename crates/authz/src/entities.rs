@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy::{Entity, EntityId, EntityUid, RestrictedExpression};
 use tenancy_core::identity::Identity;
 use tenancy_core::{Error, ErrorKind, Result, TenantId, UserId};
 
@@ -44,8 +44,8 @@ pub const USER_TYPE: &str = "User";
 pub const ROLE_TYPE: &str = "Role";
 
 fn uid(type_name: &str, id: &str) -> Result<EntityUid> {
-    let t = EntityTypeName::from_str(type_name)
-        .map_err(|e| Error::Internal(format!("bad built-in entity type `{type_name}`: {e}")))?;
+    let t = crate::names::type_name(type_name)
+        .ok_or_else(|| Error::Internal(format!("bad built-in entity type `{type_name}`")))?;
     Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
 }
 

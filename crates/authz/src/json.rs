@@ -5,9 +5,7 @@
 //! the caller falls back to Cedar's parser, so accepted input and error messages stay
 //! Cedar's.
 
-use std::str::FromStr;
-
-use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy::{Context, Entity, EntityId, EntityUid, RestrictedExpression};
 use serde_json::Value;
 
 /// `{"type": "T", "id": "i"}` or `{"__entity": {"type": "T", "id": "i"}}`.
@@ -20,7 +18,7 @@ fn uid(v: &Value) -> Option<EntityUid> {
     if obj.len() != 2 {
         return None;
     }
-    let type_name = EntityTypeName::from_str(obj.get("type")?.as_str()?).ok()?;
+    let type_name = crate::names::type_name(obj.get("type")?.as_str()?)?;
     let id = obj.get("id")?.as_str()?;
     Some(EntityUid::from_type_name_and_id(
         type_name,
@@ -49,14 +47,7 @@ fn value(v: &Value) -> Option<RestrictedExpression> {
                     return None;
                 }
                 let extn = extn.as_object()?;
-                let arg = extn.get("arg")?.as_str()?;
-                match extn.get("fn")?.as_str()? {
-                    "ip" | "ipaddr" => RestrictedExpression::new_ip(arg),
-                    "decimal" => RestrictedExpression::new_decimal(arg),
-                    "datetime" => RestrictedExpression::new_datetime(arg),
-                    "duration" => RestrictedExpression::new_duration(arg),
-                    _ => return None,
-                }
+                crate::names::extension(extn.get("fn")?.as_str()?, extn.get("arg")?.as_str()?)?
             } else if obj.contains_key("__expr") {
                 return None;
             } else {

@@ -10,6 +10,7 @@ mod entities;
 mod json;
 pub mod memory;
 pub mod model;
+mod names;
 #[cfg(feature = "redis")]
 mod redis_cache;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -1,7 +1,8 @@
 //! The metering conformance suite (feature `conformance`): plain async functions that
 //! every [`MeteringStore`] and [`QuotaCounter`] backend runs with a fresh store —
 //! meters, rollups of every aggregation with late events and group-by, deduplication
-//! forever, bad input, two-tenant isolation, the duplicate storm, the unique-count
+//! forever, bad input, two-tenant isolation, several tenants in one ingest call, the
+//! duplicate storm, the unique-count
 //! bound, quota rules and the quota race. They panic (like any test) when a backend
 //! breaks the contract documented on the traits.
 #![allow(
@@ -992,6 +993,104 @@ pub async fn tenant_isolation(store: Arc<dyn MeteringStore>) {
     assert!(m.quota(a, "api").await.unwrap().is_none());
     assert_eq!(day(b).await.unwrap()[0].value, dec("3"));
     assert!(m.quota(b, "api").await.unwrap().is_some());
+}
+
+/// Several tenants' batches in one `ingest_many` call (the consumer's path): each
+/// batch is reported and counted as its own `ingest` would be (refusals, in-batch and
+/// cross-batch duplicates, unique counts), for its tenant only; the same call again
+/// counts nothing.
+pub async fn ingest_many_tenants(store: Arc<dyn MeteringStore>) {
+    let (m, _) = metering(store.clone());
+    let (a, b, c) = (TenantId::new(), TenantId::new(), TenantId::new());
+    let count = meter(
+        "api",
+        "api.request",
+        Aggregation::Count,
+        None,
+        &["route"],
+        &[Window::Day],
+    );
+    let users = meter(
+        "users",
+        "api.request",
+        Aggregation::UniqueCount,
+        Some("user"),
+        &[],
+        &[Window::Day],
+    );
+    for t in [a, b, c] {
+        m.create_meter(t, count.clone()).await.unwrap();
+    }
+    m.create_meter(a, users.clone()).await.unwrap();
+    m.create_meter(b, users).await.unwrap();
+    let call = |t, i: u32, user: &str| {
+        event(
+            t,
+            "api.request",
+            at(10, 12, i, 0),
+            serde_json::json!({ "route": format!("/r{}", i % 2), "user": user }),
+        )
+    };
+    let a1: Vec<UsageEvent> = vec![call(a, 0, "x"), call(a, 1, "y"), call(a, 2, "x")];
+    let mut a2 = vec![a1[0].clone(), call(a, 3, "z")];
+    a2.push(a2[1].clone());
+    let mut bad = call(b, 5, "x");
+    bad.data = serde_json::json!({ "route": "/r1" }); // no `user` for the unique count
+    let b1 = vec![call(b, 4, "x"), bad, call(b, 6, "x")];
+    let c1: Vec<UsageEvent> = Vec::new();
+    // A batch of another tenant's events is refused for the tenant it is filed under.
+    let stray = vec![call(a, 7, "w")];
+    let batches: Vec<(TenantId, &[UsageEvent])> =
+        vec![(a, &a1), (b, &b1), (c, &c1), (a, &a2), (c, &stray)];
+    let reports = m.ingest_many(&batches).await.unwrap();
+    assert_eq!(reports.len(), 5);
+    assert_eq!(
+        (&reports[0].accepted, &reports[0].duplicates),
+        (&vec![0, 1, 2], &vec![])
+    );
+    assert_eq!(
+        (&reports[1].accepted, &reports[1].duplicates),
+        (&vec![0, 2], &vec![])
+    );
+    assert_eq!(reports[1].rejected.len(), 1);
+    assert_eq!(reports[1].rejected[0].index, 1);
+    assert_eq!(reports[2], crate::model::IngestReport::default());
+    assert_eq!(
+        (&reports[3].accepted, &reports[3].duplicates),
+        (&vec![1], &vec![0, 2]),
+        "a repeat of an earlier batch of the same call, and within the batch"
+    );
+    assert_eq!(reports[4].rejected.len(), 1);
+    assert!(reports[4].accepted.is_empty());
+
+    let day = |key: &str| query(key, at(10, 0, 0, 0), at(11, 0, 0, 0), Window::Day);
+    let total = |rows: Vec<UsageRow>| rows.iter().map(|r| r.value).sum::<Decimal>();
+    assert_eq!(total(m.query(a, &day("api")).await.unwrap()), dec("4"));
+    assert_eq!(total(m.query(b, &day("api")).await.unwrap()), dec("2"));
+    assert_eq!(total(m.query(c, &day("api")).await.unwrap()), dec("0"));
+    assert_eq!(total(m.query(a, &day("users")).await.unwrap()), dec("3"));
+    assert_eq!(total(m.query(b, &day("users")).await.unwrap()), dec("1"));
+
+    // The same call again: every stored event is a duplicate; nothing changes.
+    let again = m.ingest_many(&batches).await.unwrap();
+    assert!(again.iter().all(|r| r.accepted.is_empty()));
+    assert_eq!(again[0].duplicates, vec![0, 1, 2]);
+    assert_eq!(again[3].duplicates, vec![0, 1, 2]);
+    assert_eq!(total(m.query(a, &day("api")).await.unwrap()), dec("4"));
+    assert_eq!(total(m.query(a, &day("users")).await.unwrap()), dec("3"));
+    assert_eq!(total(m.query(b, &day("api")).await.unwrap()), dec("2"));
+
+    // Too big a batch fails the whole call before anything is stored.
+    let big: Vec<UsageEvent> = (0..=MAX_BATCH)
+        .map(|i| call(c, u32::try_from(i % 60).unwrap(), "v"))
+        .collect();
+    let fresh = vec![call(b, 9, "q")];
+    assert_field(
+        m.ingest_many(&[(b, fresh.as_slice()), (c, big.as_slice())])
+            .await,
+        "events",
+    );
+    assert_eq!(total(m.query(b, &day("api")).await.unwrap()), dec("2"));
 }
 
 /// The duplicate storm: the same 10,000 events sent three times, concurrently (30

@@ -1,5 +1,7 @@
 //! [`UsageConsumer`]: reads usage events from the event bus (`usage.events`) and
-//! writes them through [`Metering::ingest`], the path the HTTP API takes.
+//! writes them through [`Metering::ingest_many`], the validation and storage path the
+//! HTTP API takes, with one store call (one transaction on the SQL stores) for the
+//! batch's tenants.
 //!
 //! Delivery is at least once and ingestion is idempotent per (tenant, event id), so
 //! each event counts exactly once: a batch is acknowledged only after every ingest
@@ -41,9 +43,11 @@ pub struct ConsumerConfig {
     /// The longest wait between two attempts after a failure (the wait starts at
     /// 100 ms, or this if shorter, and doubles); 30 s by default.
     pub max_backoff: Duration,
-    /// How many ingest calls of one batch (one tenant's transaction each) may run at
-    /// once (at least 1); 1 by default. More helps PostgreSQL, whose transactions
-    /// overlap; SQLite writes one transaction at a time, so leave it at 1 there.
+    /// How many store calls one batch is split into, running at once (at least 1);
+    /// 1 by default. The batch's tenants are shared out among them, each call
+    /// writing its tenants in one transaction on the SQL stores. More can help
+    /// PostgreSQL, whose transactions overlap; SQLite writes one transaction at a
+    /// time, so leave it at 1 there.
     pub concurrency: usize,
 }
 
@@ -181,7 +185,7 @@ impl std::fmt::Debug for UsageConsumer {
     }
 }
 
-/// One ingest call of a batch: events of one tenant, at most [`MAX_BATCH`].
+/// One tenant's events of a batch, at most [`MAX_BATCH`].
 struct Chunk {
     tenant: TenantId,
     events: Vec<UsageEvent>,
@@ -212,6 +216,28 @@ fn chunks(deliveries: &[Delivery]) -> Vec<Chunk> {
             events = rest;
         }
         out.push(Chunk { tenant, events });
+    }
+    out
+}
+
+/// `chunks` in at most `n` groups of consecutive chunks with about as many events
+/// each: one store call per group.
+fn groups(chunks: Vec<Chunk>, n: usize) -> Vec<Vec<Chunk>> {
+    let total: usize = chunks.iter().map(|c| c.events.len()).sum();
+    let target = total.div_ceil(n.max(1)).max(1);
+    let mut out: Vec<Vec<Chunk>> = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for chunk in chunks {
+        size += chunk.events.len();
+        current.push(chunk);
+        if size >= target {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
     }
     out
 }
@@ -332,29 +358,35 @@ impl UsageConsumer {
     ) -> bool {
         add(&self.stats.counters.received, deliveries.len());
         let mut backoff = Backoff::new(self.config.max_backoff);
-        let mut pending = chunks(deliveries);
+        let mut pending = groups(chunks(deliveries), self.config.concurrency);
         while !pending.is_empty() {
             let mut outcomes = futures_util::stream::iter(std::mem::take(&mut pending))
-                .map(|chunk| async move {
-                    let outcome = self.metering.ingest(chunk.tenant, &chunk.events).await;
-                    (chunk, outcome)
+                .map(|group| async move {
+                    let calls: Vec<(TenantId, &[UsageEvent])> = group
+                        .iter()
+                        .map(|c| (c.tenant, c.events.as_slice()))
+                        .collect();
+                    let outcome = self.metering.ingest_many(&calls).await;
+                    (group, outcome)
                 })
                 .buffer_unordered(self.config.concurrency.max(1));
-            while let Some((chunk, outcome)) = outcomes.next().await {
+            while let Some((group, outcome)) = outcomes.next().await {
                 match outcome {
-                    Ok(report) => {
-                        self.log_rejections(&chunk, &report);
-                        self.stats.record(&report);
+                    Ok(reports) => {
+                        for (chunk, report) in group.iter().zip(&reports) {
+                            self.log_rejections(chunk, report);
+                            self.stats.record(report);
+                        }
                     }
                     Err(error) => {
                         self.stats.error();
                         tracing::warn!(
                             %error,
-                            tenant = %chunk.tenant,
-                            events = chunk.events.len(),
+                            tenants = group.len(),
+                            events = group.iter().map(|c| c.events.len()).sum::<usize>(),
                             "ingesting usage events failed: retrying"
                         );
-                        pending.push(chunk);
+                        pending.push(group);
                     }
                 }
             }
@@ -396,5 +428,48 @@ impl UsageConsumer {
                 "usage event rejected: acknowledged without counting it"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(events: usize) -> Chunk {
+        let tenant = TenantId::new();
+        let events = (0..events)
+            .map(|i| {
+                let event = tenancy_core::events::Event::new(
+                    tenant,
+                    "api.call",
+                    "/test",
+                    "s",
+                    serde_json::json!({ "i": i }),
+                )
+                .unwrap();
+                UsageEvent::from(event)
+            })
+            .collect();
+        Chunk { tenant, events }
+    }
+
+    fn sizes(groups: &[Vec<Chunk>]) -> Vec<Vec<usize>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|c| c.events.len()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn groups_share_the_events_out_in_order() {
+        let make = || vec![chunk(3), chunk(1), chunk(2), chunk(2), chunk(4)];
+        assert_eq!(sizes(&groups(make(), 1)), vec![vec![3, 1, 2, 2, 4]]);
+        assert_eq!(sizes(&groups(make(), 2)), vec![vec![3, 1, 2], vec![2, 4]]);
+        assert_eq!(
+            sizes(&groups(make(), 5)),
+            vec![vec![3], vec![1, 2], vec![2, 4]]
+        );
+        assert_eq!(sizes(&groups(make(), 100)).len(), 5);
+        assert!(groups(Vec::new(), 3).is_empty());
     }
 }

@@ -89,6 +89,38 @@ impl std::fmt::Debug for Metering {
 
 type Refusal = (String, String);
 
+/// An ingest call's validation: what [`Metering::plan`] found and what is left to
+/// store.
+struct Plan<'a> {
+    tenant: TenantId,
+    report: IngestReport,
+    batch: Option<IngestBatch<'a>>,
+    /// The index in the call of each event of `batch`.
+    indexes: Vec<usize>,
+}
+
+impl Plan<'_> {
+    /// The report, given per event of the batch whether the store found it new.
+    fn settle(mut self, inserted: &[bool]) -> Result<IngestReport> {
+        if inserted.len() != self.indexes.len() {
+            return Err(Error::Internal(format!(
+                "the store answered for {} of {} events",
+                inserted.len(),
+                self.indexes.len()
+            )));
+        }
+        for (index, new) in self.indexes.into_iter().zip(inserted) {
+            if *new {
+                self.report.accepted.push(index);
+            } else {
+                self.report.duplicates.push(index);
+            }
+        }
+        self.report.duplicates.sort_unstable();
+        Ok(self.report)
+    }
+}
+
 fn refusal(e: Error) -> Refusal {
     match e {
         Error::InvalidInput { field, reason } => (field, reason),
@@ -315,6 +347,55 @@ impl Metering {
     /// rest is stored and counted atomically. An event id the tenant sent before
     /// (ever, or earlier in the batch) is a duplicate: reported, not counted.
     pub async fn ingest(&self, tenant: TenantId, events: &[UsageEvent]) -> Result<IngestReport> {
+        let plan = self.plan(tenant, events).await?;
+        let inserted = match &plan.batch {
+            Some(batch) => self.store.ingest(tenant, batch).await?,
+            None => Vec::new(),
+        };
+        plan.settle(&inserted)
+    }
+
+    /// [`Metering::ingest`] of several tenants' batches in one store call: the SQL
+    /// stores write them all in one transaction, so a consumer pays one commit for a
+    /// batch of many tenants. The reports are in the order of `batches`. Every batch
+    /// is validated first (a batch over [`MAX_BATCH`] fails the call, nothing
+    /// stored); on a store error some batches may be stored and others not, and
+    /// ingesting them again is harmless (duplicates are never counted twice).
+    pub async fn ingest_many(
+        &self,
+        batches: &[(TenantId, &[UsageEvent])],
+    ) -> Result<Vec<IngestReport>> {
+        let mut plans = Vec::with_capacity(batches.len());
+        for (tenant, events) in batches {
+            plans.push(self.plan(*tenant, events).await?);
+        }
+        let writes: Vec<(TenantId, &IngestBatch<'_>)> = plans
+            .iter()
+            .filter_map(|p| Some((p.tenant, p.batch.as_ref()?)))
+            .collect();
+        let mut inserted = match writes.as_slice() {
+            [] => Vec::new(),
+            [(tenant, batch)] => vec![self.store.ingest(*tenant, batch).await?],
+            _ => self.store.ingest_many(&writes).await?,
+        }
+        .into_iter();
+        plans
+            .into_iter()
+            .map(|plan| match plan.batch {
+                Some(_) => {
+                    let stored = inserted.next().ok_or_else(|| {
+                        Error::Internal("the store answered for fewer batches".into())
+                    })?;
+                    plan.settle(&stored)
+                }
+                None => plan.settle(&[]),
+            })
+            .collect()
+    }
+
+    /// Validates `events` of `tenant` against its meters: the refusals and in-batch
+    /// duplicates found, and the batch to store (none when nothing is left).
+    async fn plan<'a>(&self, tenant: TenantId, events: &'a [UsageEvent]) -> Result<Plan<'a>> {
         if events.len() > MAX_BATCH {
             return Err(Error::invalid(
                 "events",
@@ -324,21 +405,26 @@ impl Metering {
                 ),
             ));
         }
-        let mut report = IngestReport::default();
+        let mut plan = Plan {
+            tenant,
+            report: IngestReport::default(),
+            batch: None,
+            indexes: Vec::new(),
+        };
         if events.is_empty() {
-            return Ok(report);
+            return Ok(plan);
         }
         if let Some(tenants) = &self.tenants
             && !tenants.is_known(tenant).await?
         {
-            report.rejected = (0..events.len())
+            plan.report.rejected = (0..events.len())
                 .map(|index| Rejection {
                     index,
                     field: "tenant_id".into(),
                     reason: format!("unknown tenant `{tenant}`"),
                 })
                 .collect();
-            return Ok(report);
+            return Ok(plan);
         }
         let meters = self.store.list_meters(tenant).await?;
         let mut by_type: HashMap<&str, Vec<&Meter>> = HashMap::new();
@@ -351,10 +437,9 @@ impl Metering {
             events: Vec::with_capacity(events.len()),
             unique_bound: self.config.unique_bound,
         };
-        let mut indexes = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
             match self.prepare(tenant, &by_type, event, now) {
-                Err((field, reason)) => report.rejected.push(Rejection {
+                Err((field, reason)) => plan.report.rejected.push(Rejection {
                     index,
                     field,
                     reason,
@@ -362,32 +447,17 @@ impl Metering {
                 Ok(prepared) => {
                     if seen.insert(event.id) {
                         batch.events.push(prepared);
-                        indexes.push(index);
+                        plan.indexes.push(index);
                     } else {
-                        report.duplicates.push(index);
+                        plan.report.duplicates.push(index);
                     }
                 }
             }
         }
         if !batch.events.is_empty() {
-            let inserted = self.store.ingest(tenant, &batch).await?;
-            if inserted.len() != indexes.len() {
-                return Err(Error::Internal(format!(
-                    "the store answered for {} of {} events",
-                    inserted.len(),
-                    indexes.len()
-                )));
-            }
-            for (index, new) in indexes.into_iter().zip(inserted) {
-                if new {
-                    report.accepted.push(index);
-                } else {
-                    report.duplicates.push(index);
-                }
-            }
+            plan.batch = Some(batch);
         }
-        report.duplicates.sort_unstable();
-        Ok(report)
+        Ok(plan)
     }
 
     fn prepare<'a>(

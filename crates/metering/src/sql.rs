@@ -45,9 +45,10 @@ fn stored_quota<T>(r: Result<T>) -> Result<T> {
 
 /// Generates the backend-independent part of `MeteringStore` and `QuotaCounter` for
 /// `$store`; `$begin` opens the backend's tenant-scoped transaction, `$read` a
-/// connection that reads one tenant's rows, and `$ingest` is its batch write.
+/// connection that reads one tenant's rows, `$ingest` is its batch write and
+/// `$ingest_many` its write of several tenants' batches in one transaction.
 macro_rules! sql_metering_store {
-    ($store:ty, $db:ty, $begin:path, $read:path, $ingest:path) => {
+    ($store:ty, $db:ty, $begin:path, $read:path, $ingest:path, $ingest_many:path) => {
         fn db(e: sqlx::Error) -> tenancy_core::Error {
             tenancy_core::Error::from(e)
         }
@@ -240,6 +241,18 @@ macro_rules! sql_metering_store {
                     tenant.check_scope(prepared.event.tenant_id)?;
                 }
                 $ingest(self, tenant, batch).await
+            }
+
+            async fn ingest_many(
+                &self,
+                batches: &[(tenancy_core::TenantId, &crate::rollup::IngestBatch<'_>)],
+            ) -> tenancy_core::Result<Vec<Vec<bool>>> {
+                for (tenant, batch) in batches {
+                    for prepared in &batch.events {
+                        tenant.check_scope(prepared.event.tenant_id)?;
+                    }
+                }
+                $ingest_many(self, batches).await
             }
 
             async fn rollups_of(

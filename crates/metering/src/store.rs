@@ -39,6 +39,21 @@ pub trait MeteringStore: QuotaCounter + Send + Sync {
     /// Stores the batch's new events and their rollups (see the trait docs). Returns,
     /// per event of the batch, whether it was new.
     async fn ingest(&self, tenant: TenantId, batch: &IngestBatch<'_>) -> Result<Vec<bool>>;
+    /// [`MeteringStore::ingest`] of several tenants' batches: per batch (in the order
+    /// given), per event, whether it was new. The SQL stores write them all in one
+    /// transaction, all or nothing, so many small batches pay for one commit; this
+    /// default ingests them one by one, so on an error the earlier ones stay stored
+    /// (ingesting them again is harmless).
+    async fn ingest_many(
+        &self,
+        batches: &[(TenantId, &IngestBatch<'_>)],
+    ) -> Result<Vec<Vec<bool>>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for (tenant, batch) in batches {
+            out.push(self.ingest(*tenant, batch).await?);
+        }
+        Ok(out)
+    }
     /// The rollup rows of `meter` and `window` with `from <= window_start < to` (Unix
     /// seconds), sorted by window start and group.
     async fn rollups(

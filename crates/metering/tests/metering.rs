@@ -108,6 +108,7 @@ macro_rules! metering_suite {
                 store_test!(dedup_forever);
                 store_test!(bad_input);
                 store_test!(tenant_isolation);
+                store_test!(ingest_many_tenants);
                 store_test!(duplicate_storm);
                 store_test!(unique_bound);
                 quota_test!(quota_rules);

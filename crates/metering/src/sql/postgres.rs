@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::model::Aggregation;
 use crate::rollup::{CellDelta, CellKey, IngestBatch};
 
-super::sql_metering_store!(PgStore, Postgres, begin, read, ingest);
+super::sql_metering_store!(PgStore, Postgres, begin, read, ingest, ingest_many);
 
 /// Applies the metering migrations to a PostgreSQL database.
 pub async fn migrate_postgres(store: &PgStore) -> Result<()> {
@@ -62,12 +62,44 @@ fn classify(e: sqlx::Error) -> Failure {
 }
 
 async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> Result<Vec<bool>> {
-    let events = EventArrays::of(batch);
-    let all_new = batch.deltas(&vec![true; batch.events.len()])?;
-    let all_new_arrays = DeltaArrays::of(&all_new);
+    let mut out = ingest_many(store, &[(tenant, batch)]).await?;
+    out.pop()
+        .ok_or_else(|| Error::Internal("no answer for the batch".into()))
+}
+
+/// What a batch sends, computed once for every attempt: its events as arrays, and its
+/// deltas if all are new (as a map and as arrays).
+struct Prepared<'a> {
+    tenant: TenantId,
+    batch: &'a IngestBatch<'a>,
+    events: EventArrays<'a>,
+    all_new: BTreeMap<CellKey, CellDelta>,
+    all_new_arrays: DeltaArrays,
+}
+
+/// Every batch of `batches` in one transaction, the tenant's scope set before each;
+/// the batches are written in tenant order so that concurrent writers take row locks
+/// in one order. A serialization failure or deadlock retries the whole transaction.
+async fn ingest_many(
+    store: &PgStore,
+    batches: &[(TenantId, &IngestBatch<'_>)],
+) -> Result<Vec<Vec<bool>>> {
+    let mut prepared = Vec::with_capacity(batches.len());
+    for (tenant, batch) in batches {
+        let all_new = batch.deltas(&vec![true; batch.events.len()])?;
+        prepared.push(Prepared {
+            tenant: *tenant,
+            batch,
+            events: EventArrays::of(batch),
+            all_new_arrays: DeltaArrays::of(&all_new),
+            all_new,
+        });
+    }
+    let mut order: Vec<usize> = (0..prepared.len()).collect();
+    order.sort_by_key(|&i| prepared.get(i).map(|p| p.tenant));
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        match attempt(store, tenant, batch, &events, (&all_new, &all_new_arrays)).await {
+        match attempt(store, &prepared, &order).await {
             Ok(inserted) => return Ok(inserted),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(e)) => {
@@ -77,6 +109,38 @@ async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> R
         }
     }
     Err(last.unwrap_or_else(|| Error::Unavailable("metering batch failed".into())))
+}
+
+/// One attempt of [`ingest_many`]: the batches in `order`, answers in the given order.
+async fn attempt(
+    store: &PgStore,
+    prepared: &[Prepared<'_>],
+    order: &[usize],
+) -> Result<Vec<Vec<bool>>, Failure> {
+    let mut out = vec![Vec::new(); prepared.len()];
+    let mut tx: Option<sqlx::Transaction<'static, Postgres>> = None;
+    for &i in order {
+        let Some(p) = prepared.get(i) else { continue };
+        let tx = match &mut tx {
+            Some(tx) => {
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(p.tenant.as_uuid().hyphenated().to_string())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+                tx
+            }
+            None => tx.insert(begin(store, p.tenant, true).await?),
+        };
+        let inserted = write(tx, p).await?;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = inserted;
+        }
+    }
+    if let Some(tx) = tx {
+        tx.commit().await.map_err(classify)?;
+    }
+    Ok(out)
 }
 
 /// Opens a transaction scoped to `tenant` for row-level security in one round trip:
@@ -307,17 +371,20 @@ async fn send(
     Ok((ids, held))
 }
 
-/// Writes `batch` (its `events` as arrays, and its deltas if all are new, as a map
-/// and as arrays) in one transaction.
-async fn attempt(
-    store: &PgStore,
-    tenant: TenantId,
-    batch: &IngestBatch<'_>,
-    events: &EventArrays<'_>,
-    (all_new, all_new_arrays): (&BTreeMap<CellKey, CellDelta>, &DeltaArrays),
+/// Writes one prepared batch in `tx`, scoped to its tenant already.
+async fn write(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    prepared: &Prepared<'_>,
 ) -> Result<Vec<bool>, Failure> {
-    let mut tx = begin(store, tenant, true).await?;
-    let (new_ids, mut held) = send(&mut tx, tenant, events, all_new_arrays).await?;
+    let Prepared {
+        tenant,
+        batch,
+        events,
+        all_new,
+        all_new_arrays,
+    } = prepared;
+    let tenant = *tenant;
+    let (new_ids, mut held) = send(tx, tenant, events, all_new_arrays).await?;
     let inserted: Vec<bool> = batch
         .events
         .iter()
@@ -329,15 +396,12 @@ async fn attempt(
         deltas = std::borrow::Cow::Owned(batch.deltas(&inserted)?);
         if !deltas.is_empty() {
             let none = EventArrays::default();
-            held = send(&mut tx, tenant, &none, &DeltaArrays::of(&deltas))
-                .await?
-                .1;
+            held = send(tx, tenant, &none, &DeltaArrays::of(&deltas)).await?.1;
         }
     }
     if deltas.values().any(|d| !d.unique_values.is_empty()) {
-        unique_sets(&mut tx, tenant, batch.unique_bound, &deltas, &held).await?;
+        unique_sets(tx, tenant, batch.unique_bound, &deltas, &held).await?;
     }
-    tx.commit().await.map_err(classify)?;
     Ok(inserted)
 }
 

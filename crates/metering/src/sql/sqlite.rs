@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::rollup::{CellKey, IngestBatch, RollupRow, unique_allowance};
 
-super::sql_metering_store!(SqliteStore, Sqlite, begin, read, ingest);
+super::sql_metering_store!(SqliteStore, Sqlite, begin, read, ingest, ingest_many);
 
 /// A transaction scoped to `tenant` (`write`: under the database write lock).
 /// Reads need no transaction in SQLite (a statement sees one snapshot, and there is
@@ -60,8 +60,36 @@ async fn ingest(
     tenant: TenantId,
     batch: &IngestBatch<'_>,
 ) -> Result<Vec<bool>> {
-    let t = tenant.as_uuid();
     let mut tx = store.tenant_transaction(tenant, true).await?;
+    let inserted = ingest_in(&mut tx, tenant, batch).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(inserted)
+}
+
+/// Every batch of `batches` in one transaction under the write lock.
+async fn ingest_many(
+    store: &SqliteStore,
+    batches: &[(TenantId, &IngestBatch<'_>)],
+) -> Result<Vec<Vec<bool>>> {
+    let Some((first, _)) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let mut tx = store.tenant_transaction(*first, true).await?;
+    let mut out = Vec::with_capacity(batches.len());
+    for (tenant, batch) in batches {
+        out.push(ingest_in(&mut tx, *tenant, batch).await?);
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(out)
+}
+
+/// Writes `batch` of `tenant` in `tx` (the caller commits).
+async fn ingest_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    tenant: TenantId,
+    batch: &IngestBatch<'_>,
+) -> Result<Vec<bool>> {
+    let t = tenant.as_uuid();
     let mut new_ids: HashSet<Uuid> = HashSet::with_capacity(batch.events.len());
     for chunk in batch.events.chunks(EVENT_CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -79,7 +107,7 @@ async fn ingest(
         q.push(" ON CONFLICT DO NOTHING RETURNING id");
         let ids: Vec<Uuid> = q
             .build_query_scalar()
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(db)?;
         new_ids.extend(ids);
@@ -91,7 +119,6 @@ async fn ingest(
         .collect();
     let mut deltas = batch.deltas(&inserted)?;
     if deltas.is_empty() {
-        tx.commit().await.map_err(db)?;
         return Ok(inserted);
     }
 
@@ -111,7 +138,7 @@ async fn ingest(
                 .push_bind(c.group_key.as_str());
         });
         q.push(")");
-        for r in q.build().fetch_all(&mut *tx).await.map_err(db)? {
+        for r in q.build().fetch_all(&mut **tx).await.map_err(db)? {
             let key: CellTuple = (
                 r.try_get("meter_key").map_err(db)?,
                 r.try_get("window_size").map_err(db)?,
@@ -144,7 +171,7 @@ async fn ingest(
                 .push_bind(*v);
         });
         q.push(")");
-        for r in q.build().fetch_all(&mut *tx).await.map_err(db)? {
+        for r in q.build().fetch_all(&mut **tx).await.map_err(db)? {
             let key: CellTuple = (
                 r.try_get("meter_key").map_err(db)?,
                 r.try_get("window_size").map_err(db)?,
@@ -188,7 +215,7 @@ async fn ingest(
                 .push_bind(v.as_str());
         });
         q.push(" ON CONFLICT DO NOTHING");
-        q.build().execute(&mut *tx).await.map_err(db)?;
+        q.build().execute(&mut **tx).await.map_err(db)?;
     }
 
     let mut merged = Vec::with_capacity(deltas.len());
@@ -224,8 +251,7 @@ async fn ingest(
              events = excluded.events, value = excluded.value, latest_time = excluded.latest_time, \
              latest_id = excluded.latest_id, saturated = excluded.saturated",
         );
-        q.build().execute(&mut *tx).await.map_err(db)?;
+        q.build().execute(&mut **tx).await.map_err(db)?;
     }
-    tx.commit().await.map_err(db)?;
     Ok(inserted)
 }

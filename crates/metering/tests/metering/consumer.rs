@@ -311,6 +311,36 @@ impl FaultyStore {
         }
     }
 
+    /// One store write (`ingest` or `ingest_many`, counted alike) through the faults:
+    /// down or failing before `write`, signalling while it runs, hanging forever after
+    /// it committed.
+    async fn through(
+        &self,
+        write: impl Future<Output = Result<Vec<Vec<bool>>>>,
+    ) -> Result<Vec<Vec<bool>>> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let fail_now = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if self.down.load(Ordering::SeqCst) || fail_now {
+            return Err(Error::Unavailable("the test store is down".into()));
+        }
+        if self.signal_in_flight == Some(call) {
+            self.reached.notify_one();
+        }
+        let result = write.await;
+        if self.hang_after_commit == Some(call) {
+            let new = result
+                .as_ref()
+                .map_or(0, |r| r.iter().flatten().filter(|n| **n).count());
+            self.hung_new.store(new, Ordering::SeqCst);
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+        result
+    }
+
     async fn reached(&self) {
         tokio::time::timeout(PATIENCE, self.reached.notified())
             .await
@@ -362,27 +392,17 @@ impl MeteringStore for FaultyStore {
     }
 
     async fn ingest(&self, tenant: TenantId, batch: &IngestBatch<'_>) -> Result<Vec<bool>> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        let fail_now = self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if self.down.load(Ordering::SeqCst) || fail_now {
-            return Err(Error::Unavailable("the test store is down".into()));
-        }
-        if self.signal_in_flight == Some(call) {
-            self.reached.notify_one();
-        }
-        let result = self.inner.ingest(tenant, batch).await;
-        if self.hang_after_commit == Some(call) {
-            let new = result
-                .as_ref()
-                .map_or(0, |r| r.iter().filter(|n| **n).count());
-            self.hung_new.store(new, Ordering::SeqCst);
-            self.reached.notify_one();
-            std::future::pending::<()>().await;
-        }
-        result
+        let mut out = self
+            .through(async { Ok(vec![self.inner.ingest(tenant, batch).await?]) })
+            .await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    async fn ingest_many(
+        &self,
+        batches: &[(TenantId, &IngestBatch<'_>)],
+    ) -> Result<Vec<Vec<bool>>> {
+        self.through(self.inner.ingest_many(batches)).await
     }
 
     async fn rollups(
@@ -437,7 +457,7 @@ async fn crash_after_commit(bus: TestBus, store: Arc<dyn MeteringStore>) {
     let time = recent();
     let events = crash_events(&tenants, time);
     let mut faulty = FaultyStore::new(store.clone());
-    faulty.hang_after_commit = Some(6);
+    faulty.hang_after_commit = Some(1);
     let faulty = Arc::new(faulty);
     let crashing = metering(faulty.clone(), &tenants).await;
     let group = unique("crash-commit");
@@ -477,7 +497,7 @@ async fn crash_in_flight(bus: TestBus, store: Arc<dyn MeteringStore>) {
     let time = recent();
     let events = crash_events(&tenants, time);
     let mut faulty = FaultyStore::new(store.clone());
-    faulty.signal_in_flight = Some(6);
+    faulty.signal_in_flight = Some(2);
     let faulty = Arc::new(faulty);
     let crashing = metering(faulty.clone(), &tenants).await;
     let group = unique("crash-in-flight");

@@ -18,8 +18,14 @@
 //!   restart or a rebalance resumes from the committed position
 //!   (`auto.offset.reset=earliest` for a group's first start). A message that is not
 //!   a valid event is logged and skipped.
+//! - Receiving: messages are polled and decoded on the blocking pool, a batch at a
+//!   time, and as soon as a batch is handed out the next one is polled (read ahead)
+//!   while the caller works on it. A read-ahead batch is only held in memory: nothing
+//!   is recorded for it until it is handed out, so dropping the subscription loses
+//!   nothing (it is delivered again).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -27,10 +33,8 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -289,7 +293,7 @@ impl EventBus for KafkaBus {
             topic: topic.to_owned(),
             resets: resets.clone(),
         };
-        let consumer: StreamConsumer<GroupContext> = self
+        let consumer: BaseConsumer<GroupContext> = self
             .config
             .finish(config)
             .create_with_context(context)
@@ -303,6 +307,9 @@ impl EventBus for KafkaBus {
             consumer: Arc::new(consumer),
             resets,
             partitions: HashMap::new(),
+            buffered: VecDeque::new(),
+            inflight: None,
+            closed: Arc::new(AtomicBool::new(false)),
         }))
     }
 }
@@ -362,9 +369,24 @@ impl PartitionState {
 struct KafkaSubscription {
     topic: String,
     group: String,
-    consumer: Arc<StreamConsumer<GroupContext>>,
+    consumer: Arc<BaseConsumer<GroupContext>>,
     resets: Arc<Mutex<HashSet<i32>>>,
     partitions: HashMap<i32, PartitionState>,
+    /// Messages polled and decoded but not handed out yet.
+    buffered: VecDeque<Received>,
+    /// A poll running on the blocking pool: the read-ahead started after the last
+    /// batch was handed out, or a poll an earlier call stopped waiting for. Its
+    /// messages are handed out by the next call, so none is ever lost.
+    inflight: Option<tokio::task::JoinHandle<KafkaResult<Vec<Received>>>>,
+    /// Set when the subscription is dropped, so a poll in flight stops early and the
+    /// consumer leaves the group at once.
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for KafkaSubscription {
@@ -377,12 +399,61 @@ impl std::fmt::Debug for KafkaSubscription {
     }
 }
 
-/// What `next` took from one message (owned, so the message can go).
+/// What a poll took from one message (owned and decoded, so the message can go).
+#[derive(Debug)]
 struct Received {
     partition: i32,
     offset: i64,
     key: String,
     event: Option<Result<Event>>,
+}
+
+/// The longest a blocking poll waits between looks at the subscription's `closed`
+/// flag.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+
+/// Polls `consumer` on the calling (blocking) thread: waits up to `timeout` for a
+/// first message, then takes what is already fetched, up to `max` messages, decoding
+/// each. Serves rebalances on the way. An error after some messages ends the batch
+/// (the error comes again on a later poll).
+fn poll_messages(
+    consumer: &BaseConsumer<GroupContext>,
+    max: usize,
+    timeout: Duration,
+    closed: &AtomicBool,
+) -> KafkaResult<Vec<Received>> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < max {
+        let wait = if out.is_empty() {
+            deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .min(POLL_SLICE)
+        } else {
+            Duration::ZERO
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => out.push(Received {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
+                event: message.payload().map(Event::decode),
+            }),
+            Some(Err(e)) if out.is_empty() => return Err(e),
+            // Nothing more at once (or an error for the next poll to report).
+            Some(Err(_)) | None if !out.is_empty() => break,
+            // Nothing yet, or a rebalance served: wait on until the deadline.
+            _ => {
+                if closed.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl KafkaSubscription {
@@ -452,29 +523,25 @@ impl KafkaSubscription {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl Subscription for KafkaSubscription {
-    async fn next(&mut self, timeout: Duration) -> Result<Option<Delivery>> {
-        let give_up = tokio::time::Instant::now() + timeout;
-        loop {
-            let received = match tokio::time::timeout_at(give_up, self.consumer.recv()).await {
-                Err(_) => return Ok(None),
-                Ok(Err(e)) => {
-                    return Err(kafka_error(&format!("receiving from `{}`", self.topic), &e));
-                }
-                Ok(Ok(message)) => Received {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message
-                        .key()
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                        .unwrap_or_default(),
-                    event: message.payload().map(Event::decode),
-                },
+    /// Starts a poll of up to `max` messages on the blocking pool.
+    fn start_poll(&mut self, max: usize, timeout: Duration) {
+        let consumer = self.consumer.clone();
+        let closed = self.closed.clone();
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            poll_messages(&consumer, max, timeout, &closed)
+        }));
+    }
+
+    /// Hands out up to `max` buffered messages as deliveries, recording each as
+    /// pending; a message that is not an event is logged, skipped and committed past.
+    async fn hand_out(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        self.apply_resets();
+        let mut batch = Vec::with_capacity(max.min(self.buffered.len()));
+        while batch.len() < max {
+            let Some(received) = self.buffered.pop_front() else {
+                break;
             };
-            self.apply_resets();
             match received.event {
                 Some(Ok(event)) => {
                     self.receive(received.partition, received.offset, true);
@@ -487,13 +554,13 @@ impl Subscription for KafkaSubscription {
                             received.offset, received.partition
                         )));
                     };
-                    return Ok(Some(Delivery::new(
+                    batch.push(Delivery::new(
                         self.topic.clone(),
                         received.key,
                         partition,
                         offset,
                         event,
-                    )));
+                    ));
                 }
                 bad => {
                     let reason = match bad {
@@ -511,6 +578,56 @@ impl Subscription for KafkaSubscription {
                     self.commit([received.partition]).await?;
                 }
             }
+        }
+        Ok(batch)
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self, timeout: Duration) -> Result<Option<Delivery>> {
+        Ok(self.next_batch(1, timeout).await?.pop())
+    }
+
+    /// Polls on the blocking pool (librdkafka's own loop, no wake-up per message) and
+    /// decodes there; once a batch is handed out, the next one is polled and decoded
+    /// while the caller processes this one.
+    async fn next_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Err(Error::invalid("max", "must be at least 1"));
+        }
+        let give_up = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.buffered.is_empty() {
+                let batch = self.hand_out(max).await?;
+                if !batch.is_empty() {
+                    if self.buffered.is_empty() && self.inflight.is_none() {
+                        self.start_poll(max, timeout);
+                    }
+                    return Ok(batch);
+                }
+                continue;
+            }
+            if self.inflight.is_none() {
+                let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                self.start_poll(max, left);
+            }
+            let Some(handle) = self.inflight.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let joined = match tokio::time::timeout_at(give_up, handle).await {
+                // The poll goes on; its messages wait for the next call.
+                Err(_) => return Ok(Vec::new()),
+                Ok(joined) => joined,
+            };
+            self.inflight = None;
+            let polled = joined
+                .map_err(|e| Error::Internal(format!("kafka poll task failed: {e}")))?
+                .map_err(|e| kafka_error(&format!("receiving from `{}`", self.topic), &e))?;
+            if polled.is_empty() && tokio::time::Instant::now() >= give_up {
+                return Ok(Vec::new());
+            }
+            self.buffered.extend(polled);
         }
     }
 
