@@ -16,7 +16,8 @@
 //! `CONCURRENCY` (its ingest calls in flight, default 1), `PARTITIONS` (of the fresh
 //! topics, default 6), `STORES` (comma-separated subset of `memory,sqlite,postgres`),
 //! `BUS=in-process` (the in-process bus instead of Kafka: the consumer and the store
-//! alone).
+//! alone), `BUS_ONLY=1` (no store: receive and acknowledge only), `KAFKA_PROPS`
+//! (`key=value,…` librdkafka properties for every client).
 #![expect(
     clippy::expect_used,
     clippy::panic,
@@ -112,6 +113,43 @@ async fn meters(metering: &Metering, tenants: &[TenantId]) {
     }
 }
 
+/// The bus alone: publishes `events` to a fresh topic, then takes them with
+/// `next_batch` and acknowledges each batch at once (what the consumer does, without
+/// the store).
+async fn bus_only(bus: &dyn EventBus, events: &[Event], keys: &[String], batch: usize) {
+    let topic = format!("tenancy-bench-usage-{}", uuid::Uuid::now_v7().simple());
+    for (chunk, keys) in events.chunks(10_000).zip(keys.chunks(10_000)) {
+        let pairs: Vec<(&str, &Event)> = keys.iter().map(String::as_str).zip(chunk).collect();
+        bus.publish_batch(&topic, &pairs).await.expect("publish");
+    }
+    let group = format!("tenancy-bench-{}", uuid::Uuid::now_v7().simple());
+    let mut sub = bus.subscribe(&topic, &group).await.expect("subscribe");
+    let mut received = 0;
+    let mut first = None;
+    let mut batches = 0;
+    let give_up = Instant::now() + Duration::from_secs(600);
+    while received < events.len() {
+        assert!(Instant::now() < give_up, "stuck after {received} events");
+        let deliveries = sub
+            .next_batch(batch, Duration::from_millis(100))
+            .await
+            .expect("receive");
+        if deliveries.is_empty() {
+            continue;
+        }
+        first.get_or_insert_with(Instant::now);
+        received += deliveries.len();
+        batches += 1;
+        sub.ack_batch(&deliveries).await.expect("ack");
+    }
+    let took = first.map_or(Duration::ZERO, |f| f.elapsed());
+    println!(
+        "bus only: {received} events in {:.2} s = {:.0} events/s ({batches} batches)",
+        took.as_secs_f64(),
+        received as f64 / took.as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let brokers =
@@ -137,6 +175,14 @@ async fn main() {
         let mut config = KafkaConfig::new(brokers.clone());
         config.client_id = "tenancy-kafka-ingest".into();
         config.partitions = u32::try_from(partitions).expect("partitions");
+        if let Ok(props) = std::env::var("KAFKA_PROPS") {
+            for pair in props.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .expect("KAFKA_PROPS holds key=value pairs");
+                config.properties.push((k.to_owned(), v.to_owned()));
+            }
+        }
         Arc::new(KafkaBus::connect(config).await.expect("kafka"))
     };
 
@@ -163,6 +209,11 @@ async fn main() {
         "{n} events of {tenant_count} tenants, consumer batch {batch}, concurrency {concurrency}, {partitions} partitions, bus {}",
         if in_process { "in-process" } else { &brokers }
     );
+
+    if std::env::var("BUS_ONLY").is_ok_and(|v| v == "1") {
+        bus_only(&*bus, &events, &keys, batch).await;
+        return;
+    }
 
     let mut stores: Vec<Store> = Vec::new();
     for name in wanted.split(',') {

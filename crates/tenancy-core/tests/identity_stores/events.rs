@@ -197,4 +197,8 @@ async fn kafka_refuses_bad_settings() {
     config.partitions = 0;
     let err = KafkaBus::connect(config).await.unwrap_err();
     assert_eq!(err.field(), Some("partitions"), "{err}");
+    let mut config = KafkaConfig::new("127.0.0.1:9");
+    config.fetch_wait = Duration::from_secs(301);
+    let err = KafkaBus::connect(config).await.unwrap_err();
+    assert_eq!(err.field(), Some("fetch_wait"), "{err}");
 }
