@@ -17,6 +17,10 @@
 //! generated ones, about a quarter of them allowed. The decision cache is off: every
 //! check is evaluated.
 //!
+//! `--client h2` sends the same requests pre-encoded over bare hyper HTTP/2
+//! connections instead of tonic's client, as gRPC load generators do, leaving more of
+//! the shared cores to the server.
+//!
 //! `--breakdown` (in-process server only) first times the stages of one check, one at
 //! a time on one task: parsing the JSON texts, Cedar's part of the library
 //! (uids, context and entities parsed against the schema, then evaluated), the
@@ -28,6 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
 use serde_json::{Value, json};
 use tenancy_authz::memory::MemoryPolicyStore;
 use tenancy_authz::{Authz, CheckRequest};
@@ -40,6 +46,7 @@ use tenancy_servers::proto::policy::v1::policy_service_client::PolicyServiceClie
 use tenancy_servers::serve::policy_engine;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tonic::codegen::http;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -80,6 +87,19 @@ struct Args {
     /// First time the stages of a check one by one (in-process server only)
     #[arg(long)]
     breakdown: bool,
+    /// The load's client: `tonic` (the generated client over a tonic `Channel`, as an
+    /// application would call us) or `h2` (a bare hyper HTTP/2 connection sending
+    /// pre-encoded gRPC frames, as load generators such as h2load or ghz do, so more
+    /// of the 2 cores is left to the server)
+    #[arg(long, default_value = "tonic")]
+    client: ClientKind,
+}
+
+/// See [`Args::client`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientKind {
+    Tonic,
+    H2,
 }
 
 /// Adds the admin bearer token to every call.
@@ -411,9 +431,126 @@ async fn client_loop(
     }
 }
 
+// ----- the bare HTTP/2 client -----
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// A `CheckPermission` request body: the gRPC frame (uncompressed flag, big-endian
+/// length, the protobuf message), encoded once.
+fn grpc_frame(request: &pb::CheckPermissionRequest) -> Bytes {
+    let message = prost::Message::encode_to_vec(request);
+    let mut frame = Vec::with_capacity(message.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(&message);
+    Bytes::from(frame)
+}
+
+/// Opens one HTTP/2 connection to `addr`; its driver runs as a task.
+async fn connect_h2(addr: SocketAddr) -> Result<H2Sender, BoxError> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            eprintln!("h2 connection failed: {err}");
+        }
+    });
+    Ok(sender)
+}
+
+/// One `CheckPermission` over `sender`: whether it was allowed.
+async fn check_h2(
+    sender: &mut H2Sender,
+    uri: &http::Uri,
+    bearer: &http::HeaderValue,
+    frame: Bytes,
+) -> Result<bool, BoxError> {
+    sender.ready().await?;
+    let request = http::Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header(http::header::AUTHORIZATION, bearer.clone())
+        .body(Full::new(frame))?;
+    let response = sender.send_request(request).await?;
+    let collected = response.into_body().collect().await?;
+    let status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("missing")
+        .to_owned();
+    if status != "0" {
+        return Err(format!("grpc-status {status}").into());
+    }
+    let body = collected.to_bytes();
+    let message = body
+        .get(5..)
+        .ok_or("a reply shorter than its frame header")?;
+    let reply: pb::CheckPermissionResponse = prost::Message::decode(message)?;
+    Ok(reply.allowed)
+}
+
+/// [`client_loop`] over a bare HTTP/2 connection with pre-encoded requests.
+async fn h2_client_loop(
+    mut sender: H2Sender,
+    uri: http::Uri,
+    bearer: http::HeaderValue,
+    frames: Arc<Vec<Bytes>>,
+    issued: Arc<AtomicU64>,
+    budget: u64,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    loop {
+        let n = issued.fetch_add(1, Ordering::Relaxed);
+        if n >= budget || Instant::now() >= deadline {
+            return tally;
+        }
+        let index = usize::try_from(n % POOL).unwrap_or(0);
+        let Some(frame) = frames.get(index).cloned() else {
+            return tally;
+        };
+        let started = Instant::now();
+        let result = check_h2(&mut sender, &uri, &bearer, frame).await;
+        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match result {
+            Ok(allowed) => {
+                tally.latencies_ns.push(elapsed);
+                tally.allowed += u64::from(allowed);
+            }
+            Err(err) => {
+                if tally.errors == 0 {
+                    eprintln!("check failed: {err}");
+                }
+                tally.errors += 1;
+            }
+        }
+    }
+}
+
+/// The load's connections, of the chosen kind.
+enum Clients {
+    Tonic(Vec<Client>),
+    H2 {
+        senders: Vec<H2Sender>,
+        uri: http::Uri,
+        bearer: http::HeaderValue,
+        frames: Arc<Vec<Bytes>>,
+    },
+}
+
 /// Runs `concurrency` client loops over `clients` and merges their tallies.
 async fn run(
-    clients: &[Client],
+    clients: &Clients,
     concurrency: usize,
     pool: &Arc<Vec<pb::CheckPermissionRequest>>,
     budget: u64,
@@ -424,14 +561,36 @@ async fn run(
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(concurrency);
     // Every check takes the next request of the pool, whichever task sends it.
-    for client in clients.iter().cycle().take(concurrency) {
-        tasks.push(tokio::spawn(client_loop(
-            client.clone(),
-            pool.clone(),
-            issued.clone(),
-            budget,
-            deadline,
-        )));
+    match clients {
+        Clients::Tonic(clients) => {
+            for client in clients.iter().cycle().take(concurrency) {
+                tasks.push(tokio::spawn(client_loop(
+                    client.clone(),
+                    pool.clone(),
+                    issued.clone(),
+                    budget,
+                    deadline,
+                )));
+            }
+        }
+        Clients::H2 {
+            senders,
+            uri,
+            bearer,
+            frames,
+        } => {
+            for sender in senders.iter().cycle().take(concurrency) {
+                tasks.push(tokio::spawn(h2_client_loop(
+                    sender.clone(),
+                    uri.clone(),
+                    bearer.clone(),
+                    frames.clone(),
+                    issued.clone(),
+                    budget,
+                    deadline,
+                )));
+            }
+        }
     }
     let mut total = Tally::default();
     for task in tasks {
@@ -594,6 +753,22 @@ async fn main() -> Result<(), BoxError> {
     }
     let tenant = load_policies(first_client(&mut clients)?).await?;
     let pool = Arc::new(requests(&tenant));
+    let load = match args.client {
+        ClientKind::Tonic => Clients::Tonic(clients.clone()),
+        ClientKind::H2 => {
+            let mut senders = Vec::with_capacity(args.connections);
+            for _ in 0..args.connections {
+                senders.push(connect_h2(addr).await?);
+            }
+            Clients::H2 {
+                senders,
+                uri: format!("http://{addr}/tenancy.policy.v1.PolicyService/CheckPermission")
+                    .parse()?,
+                bearer: format!("Bearer {}", args.token).parse()?,
+                frames: Arc::new(pool.iter().map(grpc_frame).collect()),
+            }
+        }
+    };
     println!(
         "policy server {addr} ({}), tenant {tenant}: {} policies, {} distinct requests",
         if args.addr.is_some() {
@@ -605,8 +780,15 @@ async fn main() -> Result<(), BoxError> {
         pool.len()
     );
     println!(
-        "{} checks in flight over {} HTTP/2 connections, for {} s or {} checks",
-        args.concurrency, args.connections, args.duration, args.requests
+        "{} checks in flight over {} HTTP/2 connections ({} client), for {} s or {} checks",
+        args.concurrency,
+        args.connections,
+        match args.client {
+            ClientKind::Tonic => "tonic",
+            ClientKind::H2 => "bare h2",
+        },
+        args.duration,
+        args.requests
     );
 
     if args.breakdown {
@@ -617,7 +799,7 @@ async fn main() -> Result<(), BoxError> {
     }
     if args.warmup > 0 {
         run(
-            &clients,
+            &load,
             args.concurrency,
             &pool,
             args.warmup,
@@ -626,7 +808,7 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     }
     let (mut tally, elapsed) = run(
-        &clients,
+        &load,
         args.concurrency,
         &pool,
         args.requests,
