@@ -347,12 +347,10 @@ impl Metering {
     /// rest is stored and counted atomically. An event id the tenant sent before
     /// (ever, or earlier in the batch) is a duplicate: reported, not counted.
     pub async fn ingest(&self, tenant: TenantId, events: &[UsageEvent]) -> Result<IngestReport> {
-        let plan = self.plan(tenant, events).await?;
-        let inserted = match &plan.batch {
-            Some(batch) => self.store.ingest(tenant, batch).await?,
-            None => Vec::new(),
-        };
-        plan.settle(&inserted)
+        self.ingest_many(&[(tenant, events)])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("no report for the batch".into()))
     }
 
     /// [`Metering::ingest`] of several tenants' batches in one store call: the SQL
@@ -373,10 +371,10 @@ impl Metering {
             .iter()
             .filter_map(|p| Some((p.tenant, p.batch.as_ref()?)))
             .collect();
-        let mut inserted = match writes.as_slice() {
-            [] => Vec::new(),
-            [(tenant, batch)] => vec![self.store.ingest(*tenant, batch).await?],
-            _ => self.store.ingest_many(&writes).await?,
+        let mut inserted = if writes.is_empty() {
+            Vec::new()
+        } else {
+            self.store.ingest_many(&writes).await?
         }
         .into_iter();
         plans

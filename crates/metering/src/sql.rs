@@ -45,10 +45,10 @@ fn stored_quota<T>(r: Result<T>) -> Result<T> {
 
 /// Generates the backend-independent part of `MeteringStore` and `QuotaCounter` for
 /// `$store`; `$begin` opens the backend's tenant-scoped transaction, `$read` a
-/// connection that reads one tenant's rows, `$ingest` is its batch write and
-/// `$ingest_many` its write of several tenants' batches in one transaction.
+/// connection that reads one tenant's rows, and `$ingest_many` its write of several
+/// tenants' batches in one transaction (a single batch is a list of one).
 macro_rules! sql_metering_store {
-    ($store:ty, $db:ty, $begin:path, $read:path, $ingest:path, $ingest_many:path) => {
+    ($store:ty, $db:ty, $begin:path, $read:path, $ingest_many:path) => {
         fn db(e: sqlx::Error) -> tenancy_core::Error {
             tenancy_core::Error::from(e)
         }
@@ -240,7 +240,10 @@ macro_rules! sql_metering_store {
                 for prepared in &batch.events {
                     tenant.check_scope(prepared.event.tenant_id)?;
                 }
-                $ingest(self, tenant, batch).await
+                $ingest_many(self, &[(tenant, batch)])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| tenancy_core::Error::Internal("no answer for the batch".into()))
             }
 
             async fn ingest_many(

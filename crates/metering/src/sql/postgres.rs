@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::model::Aggregation;
 use crate::rollup::{CellDelta, CellKey, IngestBatch};
 
-super::sql_metering_store!(PgStore, Postgres, begin, read, ingest, ingest_many);
+super::sql_metering_store!(PgStore, Postgres, begin, read, ingest_many);
 
 /// Applies the metering migrations to a PostgreSQL database.
 pub async fn migrate_postgres(store: &PgStore) -> Result<()> {
@@ -59,12 +59,6 @@ fn classify(e: sqlx::Error) -> Failure {
         return Failure::Retry(db(e));
     }
     Failure::Fatal(db(e))
-}
-
-async fn ingest(store: &PgStore, tenant: TenantId, batch: &IngestBatch<'_>) -> Result<Vec<bool>> {
-    let mut out = ingest_many(store, &[(tenant, batch)]).await?;
-    out.pop()
-        .ok_or_else(|| Error::Internal("no answer for the batch".into()))
 }
 
 /// What a batch sends, computed once for every attempt: its events as arrays, and its

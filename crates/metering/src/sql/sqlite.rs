@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::rollup::{CellKey, IngestBatch, RollupRow, unique_allowance};
 
-super::sql_metering_store!(SqliteStore, Sqlite, begin, read, ingest, ingest_many);
+super::sql_metering_store!(SqliteStore, Sqlite, begin, read, ingest_many);
 
 /// A transaction scoped to `tenant` (`write`: under the database write lock).
 /// Reads need no transaction in SQLite (a statement sees one snapshot, and there is
@@ -53,17 +53,6 @@ fn tuple(cell: &CellKey) -> CellTuple {
         cell.window_start,
         cell.group_key.clone(),
     )
-}
-
-async fn ingest(
-    store: &SqliteStore,
-    tenant: TenantId,
-    batch: &IngestBatch<'_>,
-) -> Result<Vec<bool>> {
-    let mut tx = store.tenant_transaction(tenant, true).await?;
-    let inserted = ingest_in(&mut tx, tenant, batch).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(inserted)
 }
 
 /// Every batch of `batches` in one transaction under the write lock.
