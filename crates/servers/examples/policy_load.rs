@@ -395,10 +395,10 @@ struct Tally {
     errors: u64,
 }
 
-/// Sends checks from the pool until the budget or the deadline runs out.
+/// Sends checks with `checker` until the budget or the deadline runs out; every check
+/// takes the next request of the pool, whichever task sends it.
 async fn client_loop(
-    mut client: Client,
-    pool: Arc<Vec<pb::CheckPermissionRequest>>,
+    mut checker: Checker,
     issued: Arc<AtomicU64>,
     budget: u64,
     deadline: Instant,
@@ -410,22 +410,55 @@ async fn client_loop(
             return tally;
         }
         let index = usize::try_from(n % POOL).unwrap_or(0);
-        let Some(request) = pool.get(index).cloned() else {
-            return tally;
-        };
         let started = Instant::now();
-        let result = client.check_permission(request).await;
+        let result = checker.check(index).await;
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         match result {
-            Ok(reply) => {
+            Ok(allowed) => {
                 tally.latencies_ns.push(elapsed);
-                tally.allowed += u64::from(reply.get_ref().allowed);
+                tally.allowed += u64::from(allowed);
             }
-            Err(status) => {
+            Err(err) => {
                 if tally.errors == 0 {
-                    eprintln!("check failed: {status:?}");
+                    eprintln!("check failed: {err}");
                 }
                 tally.errors += 1;
+            }
+        }
+    }
+}
+
+/// One load task's client: a connection of either kind and the request pool.
+enum Checker {
+    Tonic {
+        client: Client,
+        pool: Arc<Vec<pb::CheckPermissionRequest>>,
+    },
+    H2 {
+        sender: H2Sender,
+        uri: http::Uri,
+        bearer: http::HeaderValue,
+        frames: Arc<Vec<Bytes>>,
+    },
+}
+
+impl Checker {
+    /// Sends request `index` of the pool: whether it was allowed.
+    async fn check(&mut self, index: usize) -> Result<bool, BoxError> {
+        match self {
+            Self::Tonic { client, pool } => {
+                let request = pool.get(index).cloned().ok_or("no such request")?;
+                let reply = client.check_permission(request).await?;
+                Ok(reply.get_ref().allowed)
+            }
+            Self::H2 {
+                sender,
+                uri,
+                bearer,
+                frames,
+            } => {
+                let frame = frames.get(index).cloned().ok_or("no such request")?;
+                check_h2(sender, uri, bearer, frame).await
             }
         }
     }
@@ -499,44 +532,6 @@ async fn check_h2(
     Ok(reply.allowed)
 }
 
-/// [`client_loop`] over a bare HTTP/2 connection with pre-encoded requests.
-async fn h2_client_loop(
-    mut sender: H2Sender,
-    uri: http::Uri,
-    bearer: http::HeaderValue,
-    frames: Arc<Vec<Bytes>>,
-    issued: Arc<AtomicU64>,
-    budget: u64,
-    deadline: Instant,
-) -> Tally {
-    let mut tally = Tally::default();
-    loop {
-        let n = issued.fetch_add(1, Ordering::Relaxed);
-        if n >= budget || Instant::now() >= deadline {
-            return tally;
-        }
-        let index = usize::try_from(n % POOL).unwrap_or(0);
-        let Some(frame) = frames.get(index).cloned() else {
-            return tally;
-        };
-        let started = Instant::now();
-        let result = check_h2(&mut sender, &uri, &bearer, frame).await;
-        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        match result {
-            Ok(allowed) => {
-                tally.latencies_ns.push(elapsed);
-                tally.allowed += u64::from(allowed);
-            }
-            Err(err) => {
-                if tally.errors == 0 {
-                    eprintln!("check failed: {err}");
-                }
-                tally.errors += 1;
-            }
-        }
-    }
-}
-
 /// The load's connections, of the chosen kind.
 enum Clients {
     Tonic(Vec<Client>),
@@ -546,6 +541,43 @@ enum Clients {
         bearer: http::HeaderValue,
         frames: Arc<Vec<Bytes>>,
     },
+}
+
+impl Clients {
+    /// The client of load task `i`: the connections are shared out in turn.
+    fn checker(
+        &self,
+        i: usize,
+        pool: &Arc<Vec<pb::CheckPermissionRequest>>,
+    ) -> Result<Checker, BoxError> {
+        Ok(match self {
+            Self::Tonic(clients) => Checker::Tonic {
+                client: clients
+                    .iter()
+                    .cycle()
+                    .nth(i)
+                    .ok_or("no connection")?
+                    .clone(),
+                pool: pool.clone(),
+            },
+            Self::H2 {
+                senders,
+                uri,
+                bearer,
+                frames,
+            } => Checker::H2 {
+                sender: senders
+                    .iter()
+                    .cycle()
+                    .nth(i)
+                    .ok_or("no connection")?
+                    .clone(),
+                uri: uri.clone(),
+                bearer: bearer.clone(),
+                frames: frames.clone(),
+            },
+        })
+    }
 }
 
 /// Runs `concurrency` client loops over `clients` and merges their tallies.
@@ -560,37 +592,13 @@ async fn run(
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(concurrency);
-    // Every check takes the next request of the pool, whichever task sends it.
-    match clients {
-        Clients::Tonic(clients) => {
-            for client in clients.iter().cycle().take(concurrency) {
-                tasks.push(tokio::spawn(client_loop(
-                    client.clone(),
-                    pool.clone(),
-                    issued.clone(),
-                    budget,
-                    deadline,
-                )));
-            }
-        }
-        Clients::H2 {
-            senders,
-            uri,
-            bearer,
-            frames,
-        } => {
-            for sender in senders.iter().cycle().take(concurrency) {
-                tasks.push(tokio::spawn(h2_client_loop(
-                    sender.clone(),
-                    uri.clone(),
-                    bearer.clone(),
-                    frames.clone(),
-                    issued.clone(),
-                    budget,
-                    deadline,
-                )));
-            }
-        }
+    for i in 0..concurrency {
+        tasks.push(tokio::spawn(client_loop(
+            clients.checker(i, pool)?,
+            issued.clone(),
+            budget,
+            deadline,
+        )));
     }
     let mut total = Tally::default();
     for task in tasks {
