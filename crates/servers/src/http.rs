@@ -218,6 +218,19 @@ where
     }
 }
 
+/// Serves `router` on `listener` until `shutdown` completes, then waits for the
+/// requests in flight: the HTTP services' `run_*` functions.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), crate::Error> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| crate::Error::Http(source.to_string()))
+}
+
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> &'static str {
     "ok"

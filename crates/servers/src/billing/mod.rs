@@ -178,10 +178,7 @@ pub async fn run_billing(
     state: BillingState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Http(source.to_string()))
+    http::serve(listener, router(state), shutdown).await
 }
 
 /// How many due billing periods one scheduler query fetches.

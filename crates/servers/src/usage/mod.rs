@@ -100,8 +100,5 @@ pub async fn run_usage(
     state: UsageState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Http(source.to_string()))
+    http::serve(listener, router(state), shutdown).await
 }
