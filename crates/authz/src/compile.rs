@@ -7,11 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Decision, Entities, EntityUid, Policy, PolicyId, PolicySet,
-    PolicySetError, PrincipalConstraint, Request, Response, Schema, SchemaFragment, SlotId,
-    Template, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Decision, Entities, Entity, EntityUid, Policy, PolicyId,
+    PolicySet, PolicySetError, PrincipalConstraint, Request, Response, Schema, SchemaFragment,
+    SlotId, Template, ValidationMode, Validator,
 };
 
+use crate::conform::Shapes;
 use crate::model::{PolicyDiagnostic, PolicySetDocument, SchemaDocument};
 
 /// The schema fragment every tenant gets: users are members of roles, and the roles
@@ -42,6 +43,11 @@ pub struct CompiledPolicies {
     /// The policies whose scope allows any action: all that can apply to an action
     /// no policy names.
     any_action: Slice,
+    /// The schema's entity types as the fast conformance check reads them.
+    pub(crate) shapes: Shapes,
+    /// The schema's action entities when it groups actions (evaluating `action in`
+    /// a group needs their hierarchy); empty otherwise.
+    pub(crate) action_groups: Vec<Entity>,
 }
 
 /// The principal part of a policy's scope, as an index key.
@@ -115,6 +121,8 @@ impl CompiledPolicies {
             policies: PolicySet::new(),
             by_action: HashMap::new(),
             any_action: Slice::default(),
+            shapes: Shapes::default(),
+            action_groups: Vec::new(),
         }
     }
 
@@ -300,13 +308,13 @@ pub fn compile(
     version: i64,
 ) -> Result<CompiledPolicies, Vec<PolicyDiagnostic>> {
     let mut diagnostics = Vec::new();
-    let schema = match &doc.schema {
-        None => None,
+    let (schema, shapes) = match &doc.schema {
+        None => (None, Shapes::default()),
         Some(s) => match parse_schema(s) {
-            Ok(schema) => Some(schema),
+            Ok((schema, shapes)) => (Some(schema), shapes),
             Err(d) => {
                 diagnostics.push(d);
-                None
+                (None, Shapes::default())
             }
         },
     };
@@ -384,16 +392,36 @@ pub fn compile(
             message: format!("cannot index the policy set by action: {e}"),
         }]
     })?;
+    let action_groups = match &schema {
+        Some(schema) if schema.action_groups().next().is_some() => schema
+            .action_entities()
+            .map_err(|e| {
+                vec![diagnostic(
+                    "schema",
+                    doc.schema.as_ref().map_or("", SchemaDocument::text),
+                    &e,
+                )]
+            })?
+            .iter()
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(CompiledPolicies {
         version,
         schema,
         policies: set,
         by_action,
         any_action,
+        shapes,
+        action_groups,
     })
 }
 
-fn parse_schema(doc: &SchemaDocument) -> Result<Schema, PolicyDiagnostic> {
+/// The schema of `doc` merged with [`BUILTIN_SCHEMA`], and its entity types as the
+/// fast conformance check reads them (none if the schema declares `external` types
+/// or actions, whose entities only Cedar can judge).
+fn parse_schema(doc: &SchemaDocument) -> Result<(Schema, Shapes), PolicyDiagnostic> {
     let builtin = SchemaFragment::from_cedarschema_str(BUILTIN_SCHEMA)
         .map(|(f, _)| f)
         .map_err(|e| diagnostic("schema", BUILTIN_SCHEMA, &e))?;
@@ -405,8 +433,17 @@ fn parse_schema(doc: &SchemaDocument) -> Result<Schema, PolicyDiagnostic> {
             SchemaFragment::from_json_str(text).map_err(|e| diagnostic("schema", text, &e))?
         }
     };
-    Schema::from_schema_fragments([builtin, tenant])
-        .map_err(|e| diagnostic("schema", doc.text(), &e))
+    let json: Option<Vec<serde_json::Value>> = [&builtin, &tenant]
+        .into_iter()
+        .map(|f| f.clone().to_json_value().ok())
+        .collect();
+    let schema = Schema::from_schema_fragments([builtin, tenant])
+        .map_err(|e| diagnostic("schema", doc.text(), &e))?;
+    let shapes = match json {
+        Some(json) if schema.is_complete() => Shapes::from_json_fragments(&json),
+        _ => Shapes::default(),
+    };
+    Ok((schema, shapes))
 }
 
 /// A diagnostic from any Cedar error: its message (with its causes) and the line and

@@ -3,6 +3,7 @@
 
 mod cache;
 pub mod compile;
+mod conform;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod engine;

@@ -325,3 +325,258 @@ proptest! {
         })?;
     }
 }
+
+/// With a schema, request entities are checked against it before evaluation: the
+/// engine reads well-formed entities without Cedar's per-entity validation, so for
+/// entities right and wrong in every way it must accept exactly what Cedar accepts,
+/// and then decide as Cedar does.
+const ABAC_SCHEMA: &str = r#"
+type Meta = { created: Long, label?: String };
+entity Department;
+entity Team in [Department];
+entity Document in [Team] {
+    owner: User,
+    classification: Long,
+    labels: Set<String>,
+    meta: Meta,
+    home?: ipaddr,
+    secret?: Bool,
+} tags String;
+action view, edit appliesTo {
+    principal: User,
+    resource: Document,
+    context: { hour: Long },
+};
+"#;
+
+const ABAC_POLICIES: &[(&str, &str)] = &[
+    (
+        "owner",
+        r#"permit(principal, action, resource) when { resource.owner == principal };"#,
+    ),
+    (
+        "team",
+        r#"permit(principal in Role::"staff", action == Action::"view", resource in Department::"eng") when { resource.classification < 3 };"#,
+    ),
+    (
+        "labels",
+        r#"permit(principal, action == Action::"view", resource) when { resource.labels.contains("public") && resource.meta.created < context.hour };"#,
+    ),
+    (
+        "tagged",
+        r#"forbid(principal, action == Action::"edit", resource) when { resource.hasTag("frozen") && resource.getTag("frozen") == "yes" };"#,
+    ),
+    (
+        "secret",
+        r#"forbid(principal, action, resource) when { resource has secret && resource.secret };"#,
+    ),
+];
+
+/// Ways to spoil a well-formed document entity: a JSON pointer and the value to put
+/// there (`None`: remove it).
+fn spoilers() -> Vec<(&'static str, Option<Value>)> {
+    vec![
+        ("/uid/type", Some(json!("User"))),
+        ("/uid/type", Some(json!("Unknown"))),
+        ("/uid/type", Some(json!("Action"))),
+        (
+            "/attrs/owner",
+            Some(json!({ "__entity": uid("Team", "t") })),
+        ),
+        ("/attrs/owner", Some(json!("alice"))),
+        (
+            "/attrs/owner",
+            Some(json!({ "__entity": uid("Nope", "x") })),
+        ),
+        ("/attrs/owner", Some(uid("User", "bob"))),
+        ("/attrs/owner", None),
+        ("/attrs/classification", Some(json!("2"))),
+        ("/attrs/classification", Some(json!(true))),
+        ("/attrs/classification", Some(json!(2.5))),
+        ("/attrs/labels", Some(json!(["public", 3]))),
+        ("/attrs/labels", Some(json!("public"))),
+        ("/attrs/labels", Some(json!([]))),
+        ("/attrs/meta", Some(json!({ "created": 7, "label": 1 }))),
+        ("/attrs/meta", Some(json!({ "label": "x" }))),
+        ("/attrs/meta", Some(json!({ "created": 7, "extra": true }))),
+        ("/attrs/meta", Some(json!({ "created": 7, "label": "x" }))),
+        (
+            "/attrs/home",
+            Some(json!({ "__extn": { "fn": "decimal", "arg": "1.5" } })),
+        ),
+        ("/attrs/home", Some(json!("10.0.0.1"))),
+        (
+            "/attrs/home",
+            Some(json!({ "__extn": { "fn": "ip", "arg": "not an ip" } })),
+        ),
+        ("/attrs/home", None),
+        ("/attrs/secret", Some(json!(1))),
+        ("/attrs/secret", Some(json!(true))),
+        ("/attrs/secret", None),
+        ("/attrs/extra", Some(json!("surprise"))),
+        ("/parents/0", Some(uid("Department", "eng"))),
+        ("/parents/0", Some(uid("Role", "t"))),
+        ("/parents/0", Some(uid("Document", "t"))),
+        ("/parents/0", Some(uid("Unknown", "t"))),
+        ("/tags", Some(json!({ "frozen": "yes" }))),
+        ("/tags", Some(json!({ "frozen": 1 }))),
+        ("/tags", Some(json!([]))),
+    ]
+}
+
+prop_compose! {
+    /// A well-formed document, or one spoiled in one way (sometimes two).
+    fn abac_document()(
+        classification in 0_i64..5,
+        public in any::<bool>(),
+        frozen in prop::option::of(prop::sample::select(vec!["yes", "no"])),
+        spoil in prop::collection::vec(prop::sample::select(spoilers()), 0..3),
+    ) -> Value {
+        let labels = if public { vec!["public"] } else { vec!["internal"] };
+        let mut entity = json!({
+            "uid": uid("Document", "d"),
+            "attrs": {
+                "owner": { "__entity": uid("User", "alice") },
+                "classification": classification,
+                "labels": labels,
+                "meta": { "created": 7 },
+                "home": { "__extn": { "fn": "ip", "arg": "10.0.0.1" } },
+                "secret": false,
+            },
+            "parents": [uid("Team", "t")],
+        });
+        if let Some(f) = frozen {
+            entity["tags"] = json!({ "frozen": f });
+        }
+        for (pointer, value) in spoil {
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            let Some(target) = entity.pointer_mut(parent) else { continue };
+            match (target, value) {
+                (Value::Object(obj), Some(v)) => { obj.insert(key.into(), v); }
+                (Value::Object(obj), None) => { obj.remove(key); }
+                (Value::Array(items), Some(v)) => { if let Some(slot) = items.get_mut(0) { *slot = v; } }
+                _ => {}
+            }
+        }
+        entity
+    }
+}
+
+/// One attribute value: right, missing, or of a wrong type.
+fn mangled(right: Value, wrong: Vec<Value>) -> impl Strategy<Value = Option<Value>> {
+    let mut options = vec![Some(right.clone()), Some(right), None];
+    options.extend(wrong.into_iter().map(Some));
+    prop::sample::select(options)
+}
+
+prop_compose! {
+    fn abac_case()(doc in abac_document(),
+                   email in mangled(json!("a@example.com"), vec![json!(5)]),
+                   role in prop::sample::select(vec!["Role", "Role", "Role", "Team"]),
+                   action in prop::sample::select(vec!["view", "edit"]),
+                   hour in 0_i64..24) -> CheckRequest {
+        let mut attrs = serde_json::Map::new();
+        if let Some(e) = email { attrs.insert("email".into(), e); }
+        let entities = vec![
+            json!({ "uid": uid("User", "alice"), "attrs": attrs, "parents": [uid(role, "staff")] }),
+            json!({ "uid": uid("Team", "t"), "attrs": {}, "parents": [uid("Department", "eng")] }),
+            doc,
+        ];
+        CheckRequest {
+            principal: "User::\"alice\"".into(),
+            action: format!("Action::\"{action}\""),
+            resource: "Document::\"d\"".into(),
+            context: json!({ "hour": hour }),
+            entities: Value::Array(entities),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_accepts_and_decides_as_raw_cedar_with_a_schema(cases in prop::collection::vec(abac_case(), 1..16)) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let schema = tenancy_authz::compile::compile(
+            &tenancy_authz::PolicySetDocument {
+                schema: Some(tenancy_authz::SchemaDocument::Cedar(ABAC_SCHEMA.into())),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap()
+        .schema
+        .unwrap();
+        let mut set = PolicySet::new();
+        for (id, text) in ABAC_POLICIES {
+            set.add(Policy::parse(Some(PolicyId::new(*id)), *text).unwrap()).unwrap();
+        }
+        rt.block_on(async {
+            let tenant = TenantId::new();
+            let engine = engine_with(false);
+            let mut v = engine
+                .set_schema(tenant, 0, Some(tenancy_authz::SchemaDocument::Cedar(ABAC_SCHEMA.into())))
+                .await
+                .unwrap()
+                .version;
+            for (id, text) in ABAC_POLICIES {
+                let doc = PolicyDocument { id: (*id).into(), text: (*text).into(), description: String::new() };
+                v = engine.create_policy(tenant, v, doc).await.unwrap().version;
+            }
+            for r in &cases {
+                let action = EntityUid::from_str(&r.action).unwrap();
+                let request = Request::new(
+                    EntityUid::from_str(&r.principal).unwrap(),
+                    action.clone(),
+                    EntityUid::from_str(&r.resource).unwrap(),
+                    Context::from_json_value(r.context.clone(), Some((&schema, &action))).unwrap(),
+                    Some(&schema),
+                )
+                .unwrap();
+                let raw = Entities::from_json_value(r.entities.clone(), Some(&schema)).map(|entities| {
+                    let d = Decision::from_response(&Authorizer::new().is_authorized(&request, &set, &entities), 0);
+                    (d.allowed, d.determining_policies, d.errors)
+                });
+                let ours = engine.is_authorized(tenant, r).await;
+                match (raw, ours) {
+                    (Ok(raw), Ok(d)) => prop_assert_eq!((d.allowed, d.determining_policies, d.errors), raw, "{:?}", r),
+                    (Err(_), Err(e)) => prop_assert_eq!(e.kind(), tenancy_core::ErrorKind::InvalidInput, "{:?}", r),
+                    (raw, ours) => prop_assert!(false, "Cedar {:?}, engine {:?}, for {:?}", raw.map(|_| ()), ours.map(|_| ()), r),
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// The generator above makes both entities Cedar accepts and entities it refuses, and
+/// accepted ones that are allowed and denied.
+#[test]
+fn abac_cases_cover_acceptance_and_refusal() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let schema = tenancy_authz::compile::compile(
+        &tenancy_authz::PolicySetDocument {
+            schema: Some(tenancy_authz::SchemaDocument::Cedar(ABAC_SCHEMA.into())),
+            ..Default::default()
+        },
+        0,
+    )
+    .unwrap()
+    .schema
+    .unwrap();
+    let mut runner = TestRunner::deterministic();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..500 {
+        let r = abac_case().new_tree(&mut runner).unwrap().current();
+        match Entities::from_json_value(r.entities.clone(), Some(&schema)) {
+            Ok(_) => accepted += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        accepted > 100 && refused > 100,
+        "{accepted} accepted, {refused} refused"
+    );
+}
