@@ -18,6 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
+use crate::json::uid_parts;
+
 /// The attribute type of a schema, as far as the fast check understands it.
 #[derive(Debug, Clone, PartialEq)]
 enum Ty {
@@ -153,7 +155,7 @@ impl Shapes {
         let Some(obj) = value.as_object() else {
             return false;
         };
-        let Some((own, _)) = obj.get("uid").and_then(uid) else {
+        let Some((own, _)) = obj.get("uid").and_then(uid_parts) else {
             return false;
         };
         let Some(shape) = self.types.get(own) else {
@@ -168,7 +170,7 @@ impl Shapes {
             None => true,
             Some(Value::Array(parents)) => parents
                 .iter()
-                .all(|p| uid(p).is_some_and(|(t, _)| shape.ancestors.contains(t))),
+                .all(|p| uid_parts(p).is_some_and(|(t, _)| shape.ancestors.contains(t))),
             Some(_) => false,
         };
         let tags_ok = match (obj.get("tags"), &shape.tags) {
@@ -179,19 +181,6 @@ impl Shapes {
         };
         attrs_ok && parents_ok && tags_ok
     }
-}
-
-/// `{"type": T, "id": I}` or `{"__entity": {...}}`: the type and id texts.
-fn uid(v: &Value) -> Option<(&str, &str)> {
-    let obj = v.as_object()?;
-    let obj = match obj.get("__entity") {
-        Some(inner) if obj.len() == 1 => inner.as_object()?,
-        _ => obj,
-    };
-    if obj.len() != 2 {
-        return None;
-    }
-    Some((obj.get("type")?.as_str()?, obj.get("id")?.as_str()?))
 }
 
 impl Record {
@@ -224,7 +213,7 @@ impl Ty {
                 obj.len() == 1
                     && obj
                         .get("__entity")
-                        .and_then(uid)
+                        .and_then(uid_parts)
                         .is_some_and(|(ty, _)| ty == t)
             }
             (Self::Extension(constructor), Value::Object(obj)) => {

@@ -8,8 +8,9 @@
 use cedar_policy::{Context, Entity, EntityId, EntityUid, RestrictedExpression};
 use serde_json::Value;
 
-/// `{"type": "T", "id": "i"}` or `{"__entity": {"type": "T", "id": "i"}}`.
-fn uid(v: &Value) -> Option<EntityUid> {
+/// The type and id texts of `{"type": "T", "id": "i"}` or
+/// `{"__entity": {"type": "T", "id": "i"}}`.
+pub(crate) fn uid_parts(v: &Value) -> Option<(&str, &str)> {
     let obj = v.as_object()?;
     let obj = match obj.get("__entity") {
         Some(inner) if obj.len() == 1 => inner.as_object()?,
@@ -18,10 +19,14 @@ fn uid(v: &Value) -> Option<EntityUid> {
     if obj.len() != 2 {
         return None;
     }
-    let type_name = crate::names::type_name(obj.get("type")?.as_str()?)?;
-    let id = obj.get("id")?.as_str()?;
+    Some((obj.get("type")?.as_str()?, obj.get("id")?.as_str()?))
+}
+
+/// The uid of [`uid_parts`]'s forms.
+fn uid(v: &Value) -> Option<EntityUid> {
+    let (type_text, id) = uid_parts(v)?;
     Some(EntityUid::from_type_name_and_id(
-        type_name,
+        crate::names::type_name(type_text)?,
         EntityId::new(id),
     ))
 }

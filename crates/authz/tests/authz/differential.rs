@@ -212,6 +212,50 @@ fn generated_cases_cover_every_outcome() {
     );
 }
 
+/// `schema` (Cedar text) compiled as the engine compiles it (with the built-in
+/// fragment), and `policies` as one raw Cedar policy set.
+fn raw_with_schema(schema: &str, policies: &[(&str, &str)]) -> (cedar_policy::Schema, PolicySet) {
+    let schema = tenancy_authz::compile::compile(
+        &tenancy_authz::PolicySetDocument {
+            schema: Some(tenancy_authz::SchemaDocument::Cedar(schema.into())),
+            ..Default::default()
+        },
+        0,
+    )
+    .unwrap()
+    .schema
+    .unwrap();
+    let mut set = PolicySet::new();
+    for (id, text) in policies {
+        set.add(Policy::parse(Some(PolicyId::new(*id)), *text).unwrap())
+            .unwrap();
+    }
+    (schema, set)
+}
+
+/// An engine (no decision cache) whose `tenant` has `schema` and `policies`.
+async fn engine_with_schema(tenant: TenantId, schema: &str, policies: &[(&str, &str)]) -> Authz {
+    let engine = engine_with(false);
+    let mut v = engine
+        .set_schema(
+            tenant,
+            0,
+            Some(tenancy_authz::SchemaDocument::Cedar(schema.into())),
+        )
+        .await
+        .unwrap()
+        .version;
+    for (id, text) in policies {
+        let doc = PolicyDocument {
+            id: (*id).into(),
+            text: (*text).into(),
+            description: String::new(),
+        };
+        v = engine.create_policy(tenant, v, doc).await.unwrap().version;
+    }
+    engine
+}
+
 /// With a schema, `action in [...]` and action groups are resolved through the
 /// schema's action hierarchy: the engine (which evaluates per-action slices of the
 /// policy set) must still agree with the raw authorizer on the whole set.
@@ -280,32 +324,10 @@ proptest! {
     #[test]
     fn engine_matches_raw_cedar_with_action_groups(cases in prop::collection::vec(group_case(), 1..12)) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let schema = tenancy_authz::compile::compile(
-            &tenancy_authz::PolicySetDocument {
-                schema: Some(tenancy_authz::SchemaDocument::Cedar(GROUP_SCHEMA.into())),
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap()
-        .schema
-        .unwrap();
-        let mut set = PolicySet::new();
-        for (id, text) in GROUP_POLICIES {
-            set.add(Policy::parse(Some(PolicyId::new(*id)), *text).unwrap()).unwrap();
-        }
+        let (schema, set) = raw_with_schema(GROUP_SCHEMA, GROUP_POLICIES);
         rt.block_on(async {
             let tenant = TenantId::new();
-            let engine = engine_with(false);
-            let mut v = engine
-                .set_schema(tenant, 0, Some(tenancy_authz::SchemaDocument::Cedar(GROUP_SCHEMA.into())))
-                .await
-                .unwrap()
-                .version;
-            for (id, text) in GROUP_POLICIES {
-                let doc = PolicyDocument { id: (*id).into(), text: (*text).into(), description: String::new() };
-                v = engine.create_policy(tenant, v, doc).await.unwrap().version;
-            }
+            let engine = engine_with_schema(tenant, GROUP_SCHEMA, GROUP_POLICIES).await;
             for r in &cases {
                 let action = EntityUid::from_str(&r.action).unwrap();
                 let request = Request::new(
@@ -498,32 +520,10 @@ proptest! {
     #[test]
     fn engine_accepts_and_decides_as_raw_cedar_with_a_schema(cases in prop::collection::vec(abac_case(), 1..16)) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let schema = tenancy_authz::compile::compile(
-            &tenancy_authz::PolicySetDocument {
-                schema: Some(tenancy_authz::SchemaDocument::Cedar(ABAC_SCHEMA.into())),
-                ..Default::default()
-            },
-            0,
-        )
-        .unwrap()
-        .schema
-        .unwrap();
-        let mut set = PolicySet::new();
-        for (id, text) in ABAC_POLICIES {
-            set.add(Policy::parse(Some(PolicyId::new(*id)), *text).unwrap()).unwrap();
-        }
+        let (schema, set) = raw_with_schema(ABAC_SCHEMA, ABAC_POLICIES);
         rt.block_on(async {
             let tenant = TenantId::new();
-            let engine = engine_with(false);
-            let mut v = engine
-                .set_schema(tenant, 0, Some(tenancy_authz::SchemaDocument::Cedar(ABAC_SCHEMA.into())))
-                .await
-                .unwrap()
-                .version;
-            for (id, text) in ABAC_POLICIES {
-                let doc = PolicyDocument { id: (*id).into(), text: (*text).into(), description: String::new() };
-                v = engine.create_policy(tenant, v, doc).await.unwrap().version;
-            }
+            let engine = engine_with_schema(tenant, ABAC_SCHEMA, ABAC_POLICIES).await;
             for r in &cases {
                 let action = EntityUid::from_str(&r.action).unwrap();
                 let request = Request::new(
@@ -556,16 +556,7 @@ proptest! {
 fn abac_cases_cover_acceptance_and_refusal() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
-    let schema = tenancy_authz::compile::compile(
-        &tenancy_authz::PolicySetDocument {
-            schema: Some(tenancy_authz::SchemaDocument::Cedar(ABAC_SCHEMA.into())),
-            ..Default::default()
-        },
-        0,
-    )
-    .unwrap()
-    .schema
-    .unwrap();
+    let (schema, _) = raw_with_schema(ABAC_SCHEMA, &[]);
     let mut runner = TestRunner::deterministic();
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..500 {
