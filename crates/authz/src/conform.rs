@@ -58,6 +58,17 @@ pub(crate) struct Shapes {
     /// Every entity type the fast check can decide on; types it leaves to Cedar are
     /// absent.
     types: HashMap<String, EntityShape>,
+    /// Every action (by id, of type `Action`) whose requests the fast check can
+    /// decide on.
+    actions: HashMap<String, ActionShape>,
+}
+
+/// What a request for one action may name.
+#[derive(Debug, Clone, PartialEq)]
+struct ActionShape {
+    principals: HashSet<String>,
+    resources: HashSet<String>,
+    context: Record,
 }
 
 /// Names of built-in and extension types, and of the JSON schema format's type kinds.
@@ -146,7 +157,42 @@ impl Shapes {
                 break;
             }
         }
-        Self { types }
+        let mut actions = HashMap::new();
+        for fragment in fragments {
+            let declared = fragment
+                .get("")
+                .and_then(|ns| ns.get("actions"))
+                .and_then(Value::as_object);
+            for (id, decl) in declared.into_iter().flatten() {
+                if let Some(shape) = reader.action_shape(decl, &types) {
+                    actions.insert(id.clone(), shape);
+                }
+            }
+        }
+        Self { types, actions }
+    }
+
+    /// Whether a request for `action` (its id, the type being `Action`) naming
+    /// entities of `principal` and `resource` types with the context `context` (Cedar's
+    /// explicit JSON, an object) is certainly valid for the schema.
+    pub(crate) fn admits_request(
+        &self,
+        principal: &str,
+        action: &str,
+        resource: &str,
+        context: &Value,
+    ) -> bool {
+        let Some(shape) = self.actions.get(action) else {
+            return false;
+        };
+        let context_ok = match context {
+            Value::Null => shape.context.attrs.values().all(|(_, required)| !required),
+            Value::Object(obj) => {
+                !obj.keys().any(|k| k.starts_with("__")) && shape.context.admits(obj)
+            }
+            _ => false,
+        };
+        shape.principals.contains(principal) && shape.resources.contains(resource) && context_ok
     }
 
     /// Whether the entity `value` (Cedar's explicit entity JSON, as
@@ -274,6 +320,53 @@ impl Reader<'_> {
             attrs,
             ancestors: self.ancestors(name)?,
             tags,
+        })
+    }
+
+    /// An action's `appliesTo`, if every type it names is one the check decides on.
+    fn action_shape(
+        &self,
+        decl: &Value,
+        types: &HashMap<String, EntityShape>,
+    ) -> Option<ActionShape> {
+        let decl = decl.as_object()?;
+        if decl
+            .keys()
+            .any(|k| !matches!(k.as_str(), "appliesTo" | "memberOf" | "annotations"))
+        {
+            return None;
+        }
+        let applies = decl.get("appliesTo")?.as_object()?;
+        if applies
+            .keys()
+            .any(|k| !matches!(k.as_str(), "principalTypes" | "resourceTypes" | "context"))
+        {
+            return None;
+        }
+        let names = |key: &str| -> Option<HashSet<String>> {
+            applies
+                .get(key)?
+                .as_array()?
+                .iter()
+                .map(|t| {
+                    let t = t.as_str()?;
+                    types.contains_key(t).then(|| t.to_owned())
+                })
+                .collect()
+        };
+        let context = match applies.get("context") {
+            None => Record::default(),
+            Some(c) => match self.ty(c, 0)? {
+                Ty::Record(record) => record,
+                _ => return None,
+            },
+        };
+        let known: HashSet<String> = types.keys().cloned().collect();
+        context.names_only(&known).then_some(())?;
+        Some(ActionShape {
+            principals: names("principalTypes")?,
+            resources: names("resourceTypes")?,
+            context,
         })
     }
 
@@ -458,6 +551,34 @@ mod tests {
             "parents": [{ "type": "Role", "id": "admin" }],
         })));
         assert!(shapes.conforms(&json!({ "uid": { "type": "Role", "id": "r" } })));
+    }
+
+    #[test]
+    fn requests_the_schema_admits() {
+        let shapes = shapes(SchemaDocument::Cedar(
+            r"entity Doc; action view appliesTo { principal: User, resource: Doc, context: { hour: Long, note?: String } };
+              action list appliesTo { principal: User, resource: Doc };"
+                .into(),
+        ));
+        assert!(shapes.admits_request("User", "view", "Doc", &json!({ "hour": 3 })));
+        assert!(shapes.admits_request("User", "view", "Doc", &json!({ "hour": 3, "note": "x" })));
+        assert!(shapes.admits_request("User", "list", "Doc", &json!({})));
+        assert!(shapes.admits_request("User", "list", "Doc", &serde_json::Value::Null));
+        for (principal, action, resource, context) in [
+            ("Doc", "view", "Doc", json!({ "hour": 3 })),
+            ("User", "view", "User", json!({ "hour": 3 })),
+            ("User", "edit", "Doc", json!({ "hour": 3 })),
+            ("User", "view", "Doc", json!({})),
+            ("User", "view", "Doc", serde_json::Value::Null),
+            ("User", "view", "Doc", json!({ "hour": "3" })),
+            ("User", "view", "Doc", json!({ "hour": 3, "extra": 1 })),
+            ("User", "list", "Doc", json!({ "hour": 3 })),
+        ] {
+            assert!(
+                !shapes.admits_request(principal, action, resource, &context),
+                "{principal} {action} {resource} {context}"
+            );
+        }
     }
 
     #[test]
