@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::{Map, Value};
 
 use crate::json::uid_parts;
@@ -157,6 +158,7 @@ impl Shapes {
                 break;
             }
         }
+        let checked: HashSet<String> = types.keys().cloned().collect();
         let mut actions = HashMap::new();
         for fragment in fragments {
             let declared = fragment
@@ -164,7 +166,7 @@ impl Shapes {
                 .and_then(|ns| ns.get("actions"))
                 .and_then(Value::as_object);
             for (id, decl) in declared.into_iter().flatten() {
-                if let Some(shape) = reader.action_shape(decl, &types) {
+                if let Some(shape) = reader.action_shape(decl, &checked) {
                     actions.insert(id.clone(), shape);
                 }
             }
@@ -172,17 +174,25 @@ impl Shapes {
         Self { types, actions }
     }
 
-    /// Whether a request for `action` (its id, the type being `Action`) naming
-    /// entities of `principal` and `resource` types with the context `context` (Cedar's
-    /// explicit JSON, an object) is certainly valid for the schema.
+    /// Whether a request of `principal`, `action` and `resource` with the context
+    /// `context` (Cedar's explicit JSON: an object, or null for none) is certainly
+    /// valid for the schema.
     pub(crate) fn admits_request(
         &self,
-        principal: &str,
-        action: &str,
-        resource: &str,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
         context: &Value,
     ) -> bool {
-        let Some(shape) = self.actions.get(action) else {
+        let types = (
+            unqualified(principal.type_name()),
+            unqualified(action.type_name()),
+            unqualified(resource.type_name()),
+        );
+        let (Some(principal), Some("Action"), Some(resource)) = types else {
+            return false;
+        };
+        let Some(shape) = self.actions.get(action.id().unescaped()) else {
             return false;
         };
         let context_ok = match context {
@@ -227,6 +237,15 @@ impl Shapes {
         };
         attrs_ok && parents_ok && tags_ok
     }
+}
+
+/// The name of a type of the empty namespace (the only one the check reads), without
+/// allocating; `None` for a namespaced type.
+fn unqualified(t: &EntityTypeName) -> Option<&str> {
+    t.namespace_components()
+        .next()
+        .is_none()
+        .then(|| t.basename())
 }
 
 impl Record {
@@ -323,12 +342,9 @@ impl Reader<'_> {
         })
     }
 
-    /// An action's `appliesTo`, if every type it names is one the check decides on.
-    fn action_shape(
-        &self,
-        decl: &Value,
-        types: &HashMap<String, EntityShape>,
-    ) -> Option<ActionShape> {
+    /// An action's `appliesTo`, if every type it names is in `checked` (the types the
+    /// check decides on).
+    fn action_shape(&self, decl: &Value, checked: &HashSet<String>) -> Option<ActionShape> {
         let decl = decl.as_object()?;
         if decl
             .keys()
@@ -350,7 +366,7 @@ impl Reader<'_> {
                 .iter()
                 .map(|t| {
                     let t = t.as_str()?;
-                    types.contains_key(t).then(|| t.to_owned())
+                    checked.contains(t).then(|| t.to_owned())
                 })
                 .collect()
         };
@@ -361,8 +377,9 @@ impl Reader<'_> {
                 _ => return None,
             },
         };
-        let known: HashSet<String> = types.keys().cloned().collect();
-        context.names_only(&known).then_some(())?;
+        if !context.names_only(checked) {
+            return None;
+        }
         Some(ActionShape {
             principals: names("principalTypes")?,
             resources: names("resourceTypes")?,
@@ -493,6 +510,8 @@ fn extension(name: &str) -> Option<Ty> {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use serde_json::json;
 
     use crate::compile::compile;
@@ -560,10 +579,27 @@ mod tests {
               action list appliesTo { principal: User, resource: Doc };"
                 .into(),
         ));
-        assert!(shapes.admits_request("User", "view", "Doc", &json!({ "hour": 3 })));
-        assert!(shapes.admits_request("User", "view", "Doc", &json!({ "hour": 3, "note": "x" })));
-        assert!(shapes.admits_request("User", "list", "Doc", &json!({})));
-        assert!(shapes.admits_request("User", "list", "Doc", &serde_json::Value::Null));
+        let admits =
+            |principal: &str, action: &str, resource: &str, context: &serde_json::Value| {
+                let uid = |t: &str, id: &str| {
+                    cedar_policy::EntityUid::from_str(&format!("{t}::\"{id}\"")).unwrap()
+                };
+                shapes.admits_request(
+                    &uid(principal, "p"),
+                    &uid("Action", action),
+                    &uid(resource, "r"),
+                    context,
+                )
+            };
+        assert!(admits("User", "view", "Doc", &json!({ "hour": 3 })));
+        assert!(admits(
+            "User",
+            "view",
+            "Doc",
+            &json!({ "hour": 3, "note": "x" })
+        ));
+        assert!(admits("User", "list", "Doc", &json!({})));
+        assert!(admits("User", "list", "Doc", &serde_json::Value::Null));
         for (principal, action, resource, context) in [
             ("Doc", "view", "Doc", json!({ "hour": 3 })),
             ("User", "view", "User", json!({ "hour": 3 })),
@@ -573,9 +609,10 @@ mod tests {
             ("User", "view", "Doc", json!({ "hour": "3" })),
             ("User", "view", "Doc", json!({ "hour": 3, "extra": 1 })),
             ("User", "list", "Doc", json!({ "hour": 3 })),
+            ("App::User", "view", "Doc", json!({ "hour": 3 })),
         ] {
             assert!(
-                !shapes.admits_request(principal, action, resource, &context),
+                !admits(principal, action, resource, &context),
                 "{principal} {action} {resource} {context}"
             );
         }

@@ -863,13 +863,9 @@ fn parse_item(
     // A request the schema certainly admits (see `conform`) skips Cedar's check of it.
     let admitted = schema.is_some()
         && (fast || context_json.is_null())
-        && action.type_name().to_string() == "Action"
-        && compiled.shapes.admits_request(
-            &principal.type_name().to_string(),
-            action.id().unescaped(),
-            &resource.type_name().to_string(),
-            context_json,
-        );
+        && compiled
+            .shapes
+            .admits_request(&principal, &action, &resource, context_json);
     let build = |context: Context| {
         Request::new(
             principal.clone(),
